@@ -1,0 +1,1 @@
+from . import upgrade_translation  # noqa: F401

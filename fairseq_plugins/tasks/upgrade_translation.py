@@ -1,0 +1,64 @@
+"""`--task upgrade_translation`: translation_multi_simple_epoch plus what upgrading needs.
+
+- `--cpu-bf16 {auto,on,off}`: forward passes under CPU bf16 autocast with fp32 master weights
+  (fairseq's `--bf16` assumes a TPU on CPU and crashes).
+- The task records its language list in the checkpoint's task state and refuses to load a
+  checkpoint whose language tokens the current `--langs` would reorder.
+"""
+import logging
+
+import torch
+from fairseq.optim.amp_optimizer import AMPOptimizer
+from fairseq.tasks import register_task
+from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
+
+from mmt_upgrade.errors import UserInputError
+from mmt_upgrade.languages import check_extends
+from mmt_upgrade.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
+
+logger = logging.getLogger(__name__)
+
+
+@register_task("upgrade_translation")
+class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
+    @staticmethod
+    def add_args(parser):
+        TranslationMultiSimpleEpochTask.add_args(parser)
+        parser.add_argument("--cpu-bf16", default="auto", choices=CPU_BF16_CHOICES,
+                            help="bf16 autocast for forward passes on CPU (auto: on where the CPU has "
+                                 "native bf16 instructions)")
+
+    def __init__(self, args, langs, dicts, training):
+        super().__init__(args, langs, dicts, training)
+        on_cpu = getattr(args, "cpu", False) or not torch.cuda.is_available()
+        if getattr(args, "bf16", False) and on_cpu:
+            raise UserInputError("--bf16 needs a GPU in fairseq (on CPU it looks for a TPU); "
+                                 "use --cpu-bf16 on instead")
+        self.autocast_bf16 = resolve_cpu_bf16(getattr(args, "cpu_bf16", "auto"), on_cpu)
+        logger.info("CPU bf16 autocast: %s", "on" if self.autocast_bf16 else "off")
+        self.state.merge_state_dict({"model_langs": list(langs)})
+
+    def load_state_dict(self, state_dict):
+        saved = state_dict.get("model_langs")
+        if saved is not None:
+            check_extends(saved, self.langs, "--langs")
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "model_langs"})
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        model.train()
+        model.set_num_updates(update_num)
+        amp = isinstance(optimizer, AMPOptimizer)
+        with torch.autocast("cuda") if amp else cpu_autocast(self.autocast_bf16):
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss *= 0
+        optimizer.backward(loss)
+        return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        with cpu_autocast(self.autocast_bf16):
+            return super().valid_step(sample, model, criterion)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        with cpu_autocast(self.autocast_bf16):
+            return super().inference_step(generator, models, sample, prefix_tokens, constraints)

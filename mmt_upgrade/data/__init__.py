@@ -1,0 +1,1 @@
+"""Data preparation: the Bible corpus, SentencePiece, fairseq binarization."""

@@ -1,0 +1,147 @@
+"""`mmt-upgrade evaluate`: translate every direction's test split with fairseq-generate, score with sacrebleu.
+
+Two trivial baselines are scored beside the model, so "usable" has a meaning: copying the source,
+and always outputting the most frequent training target of the direction.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .checkpoint import checkpoint_langs, checkpoint_task_cfg, read_checkpoint
+from .data.prepare import PreparedData
+from .data.spm import load_spm
+from .errors import UserInputError
+from .languages import check_extends
+from .scoring import DirectionScorer, direction_groups, group_means, most_frequent
+from .train import task_argv
+from .utils import log, sha256_file, write_json_atomic, write_text_atomic
+
+RESULTS = "results.json"
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.exists():
+        raise UserInputError(f"missing data file {path}")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def parse_generate_output(path: Path, n: int) -> list[str]:
+    """Detokenized hypotheses (`D-<id>` lines) of fairseq-generate, in dataset order."""
+    hyps: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("D-"):
+            head, _score, *text = line.split("\t")
+            hyps[int(head[2:])] = text[0] if text else ""
+    missing = [i for i in range(n) if i not in hyps]
+    if missing:
+        raise RuntimeError(f"{path}: fairseq-generate gave no hypothesis for {len(missing)} of {n} sentences")
+    return [hyps[i] for i in range(n)]
+
+
+def generate_direction(
+    checkpoint: Path, data: PreparedData, langs: Sequence[str], src: str, tgt: str, split: str,
+    beam: int, max_tokens: int, extra: Sequence[str] = (),
+) -> list[str]:
+    """Run fairseq-generate in this process for one direction; returns detokenized hypotheses."""
+    from fairseq import options
+    from fairseq_cli import generate
+
+    n = len(_read_lines(data.raw_file(split, src, tgt, tgt)))
+    with tempfile.TemporaryDirectory(prefix="mmt-generate-") as tmp:
+        argv = task_argv(data, langs) + [
+            "--lang-pairs", f"{src}-{tgt}", "--source-lang", src, "--target-lang", tgt,
+            "--path", str(checkpoint), "--gen-subset", split,
+            "--beam", str(beam), "--max-tokens", str(max_tokens),
+            "--post-process", "sentencepiece", "--results-path", tmp,
+            "--skip-invalid-size-inputs-valid-test", "--required-batch-size-multiple", "1",
+            "--num-workers", "0", "--cpu", *extra,
+        ]
+        parser = options.get_generation_parser()
+        args = options.parse_args_and_arch(parser, input_args=argv)
+        generate.main(args)
+        return parse_generate_output(Path(tmp) / f"generate-{split}.txt", n)
+
+
+def evaluate(
+    checkpoint: Path, data: PreparedData, out_dir: Path, split: str = "test", beam: int = 5,
+    max_tokens: int = 6000, new_langs: Sequence[str] = (), directions: Sequence[tuple[str, str]] | None = None,
+) -> dict:
+    """Translate, score and write `results.json` (+ hypotheses) into `out_dir`."""
+    state = read_checkpoint(checkpoint)
+    langs = checkpoint_langs(state)
+    check_extends(data.langs, langs, f"evaluating {checkpoint} on {data.root}")
+    del state
+    ckpt_sha = sha256_file(checkpoint)
+    sp = load_spm(data.spm_model)
+    scorer = DirectionScorer(sp, f"{data.spm_model.name}@{data.manifest['hashes']['spm.model'][:12]}")
+    directions = list(directions or data.directions)
+    pivot = data.manifest["pivot"]
+    hyp_dir = out_dir / "translations"
+    per_direction: dict[str, dict] = {}
+    for i, (src, tgt) in enumerate(directions, 1):
+        name = f"{src}-{tgt}"
+        sources = _read_lines(data.raw_file(split, src, tgt, src))
+        refs = _read_lines(data.raw_file(split, src, tgt, tgt))
+        hyp_file = hyp_dir / f"{split}.{name}.{tgt}"
+        meta_file = hyp_file.with_suffix(hyp_file.suffix + ".json")
+        meta = {"checkpoint_sha256": ckpt_sha, "beam": beam, "n": len(refs)}
+        if hyp_file.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
+            hyps = _read_lines(hyp_file)
+            log(f"evaluate [{i}/{len(directions)}] {name}: reusing {hyp_file}")
+        else:
+            log(f"evaluate [{i}/{len(directions)}] {name}: translating {len(sources)} sentences (beam {beam})")
+            hyps = generate_direction(checkpoint, data, langs, src, tgt, split, beam, max_tokens)
+            write_text_atomic(hyp_file, "".join(h + "\n" for h in hyps))
+            write_json_atomic(meta_file, meta)
+        train_targets = _read_lines(data.raw_file("train", src, tgt, tgt))
+        constant = most_frequent(train_targets)
+        per_direction[name] = scorer.score(hyps, refs).as_dict() | {
+            "baselines": {
+                "copy_source": scorer.score(sources, refs).as_dict(),
+                "most_frequent_target": scorer.score([constant] * len(refs), refs).as_dict(),
+            }
+        }
+    groups = direction_groups(directions, pivot, new_langs)
+    results = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": ckpt_sha,
+        "data": str(data.root),
+        "split": split,
+        "beam": beam,
+        "langs": langs,
+        "new_langs": list(new_langs),
+        "signatures": scorer.signatures(),
+        "directions": per_direction,
+        "groups": group_means(per_direction, groups),
+        "baseline_groups": {
+            b: group_means({d: v["baselines"][b] for d, v in per_direction.items()}, groups)
+            for b in ("copy_source", "most_frequent_target")
+        },
+    }
+    write_json_atomic(out_dir / RESULTS, results)
+    return results
+
+
+def format_table(results: dict) -> str:
+    """The per-direction table printed after evaluation (chrF++ of the baselines beside the model's)."""
+    head = f"{'direction':<10} {'BLEU':>6} {'chrF++':>7} {'spBLEU':>7} | {'copy chrF++':>11} {'const chrF++':>12}"
+    lines = [head, "-" * len(head)]
+    for name, s in results["directions"].items():
+        b = s["baselines"]
+        lines.append(
+            f"{name:<10} {s['bleu']:>6.2f} {s['chrfpp']:>7.2f} {s['spbleu']:>7.2f} | "
+            f"{b['copy_source']['chrfpp']:>11.2f} {b['most_frequent_target']['chrfpp']:>12.2f}"
+        )
+    lines.append("-" * len(head))
+    for group, s in results["groups"].items():
+        copy = results["baseline_groups"]["copy_source"][group]["chrfpp"]
+        const = results["baseline_groups"]["most_frequent_target"][group]["chrfpp"]
+        lines.append(
+            f"{'mean ' + group:<10} {s['bleu']:>6.2f} {s['chrfpp']:>7.2f} {s['spbleu']:>7.2f} | {copy:>11.2f} {const:>12.2f}"
+        )
+    lines.append("")
+    lines += [f"{k}: {v}" for k, v in results["signatures"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""CPU bf16 autocast: fairseq's own `--bf16` assumes a TPU on CPU, so the task applies autocast itself."""
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from pathlib import Path
+from typing import ContextManager
+
+import torch
+
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_BF16_CHOICES = ("auto", "on", "off")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has bf16 matrix instructions (emulated bf16 is slower than fp32)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in BF16_CPU_FLAGS)
+
+
+def resolve_cpu_bf16(mode: str, on_cpu: bool) -> bool:
+    """Whether to autocast to bf16: `auto` turns it on only on a CPU with native bf16."""
+    if mode not in CPU_BF16_CHOICES:
+        raise ValueError(f"--cpu-bf16 must be one of {', '.join(CPU_BF16_CHOICES)}, got {mode!r}")
+    if not on_cpu:
+        return False
+    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
+
+
+def cpu_autocast(enabled: bool) -> ContextManager:
+    """Forward passes in bf16 with fp32 master weights; a no-op when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)

@@ -1,0 +1,101 @@
+"""`mmt-upgrade train`: fairseq-train through its Python entry point (the same call runs under submitit)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .checkpoint import checkpoint_langs, read_checkpoint
+from .config import RunConfig
+from .data.binarize import check_data_bin
+from .data.prepare import PreparedData
+from .errors import UserInputError
+from .languages import check_extends
+from .paths import PLUGIN_DIR
+from .utils import log, sha256_file, write_json_atomic
+
+DONE = "train_done.json"
+# Flags the pipeline owns: they follow from the data and the run directory, not from the config.
+OWNED_FLAGS = ("task", "user-dir", "langs", "lang-pairs", "save-dir", "encoder-langtok", "decoder-langtok")
+
+
+def flags_to_argv(flags: Mapping[str, Any]) -> list[str]:
+    """`{"max-update": 10, "share-all-embeddings": True}` -> `["--max-update", "10", "--share-all-embeddings"]`."""
+    argv: list[str] = []
+    for key, value in flags.items():
+        if value is None or value is False:
+            continue
+        argv.append(f"--{key}")
+        if value is not True:
+            argv.append(",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value))
+    return argv
+
+
+def task_argv(data: PreparedData, langs: Sequence[str] | None = None) -> list[str]:
+    """The task flags shared by training and generation."""
+    return [
+        str(data.bin_dir),
+        "--user-dir", str(PLUGIN_DIR),
+        "--task", "upgrade_translation",
+        "--langs", ",".join(langs or data.langs),
+        "--encoder-langtok", "src",
+        "--decoder-langtok",
+    ]
+
+
+def fairseq_train_argv(cfg: RunConfig, data: PreparedData, save_dir: Path, log_file: Path | None = None) -> list[str]:
+    clash = [k for k in cfg.train if k in OWNED_FLAGS]
+    if clash:
+        raise UserInputError(f"{cfg.source}: train.{clash[0]} is set by mmt-upgrade itself; remove it")
+    argv = task_argv(data) + [
+        "--lang-pairs", ",".join(f"{s}-{t}" for s, t in data.directions),
+        "--save-dir", str(save_dir),
+    ]
+    if log_file is not None:
+        argv += ["--log-file", str(log_file)]
+    return argv + flags_to_argv(cfg.train)
+
+
+def run_fairseq_train(argv: Sequence[str]) -> None:
+    """fairseq-train in this process: parse as the CLI does, then `call_main`."""
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.distributed import utils as distributed_utils
+    from fairseq_cli import train as fairseq_train
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, input_args=list(argv))
+    cfg = convert_namespace_to_omegaconf(args)
+    distributed_utils.call_main(cfg, fairseq_train.main)
+
+
+def check_resume_langs(save_dir: Path, langs: Sequence[str]) -> None:
+    last = save_dir / "checkpoint_last.pt"
+    if last.exists():
+        check_extends(checkpoint_langs(read_checkpoint(last)), langs, f"resuming {last}")
+
+
+def train(cfg: RunConfig, data: PreparedData, run_dir: Path) -> Path:
+    """Train (or resume, or skip when done) the model of `cfg`; returns the checkpoint to evaluate."""
+    save_dir = run_dir / "checkpoints"
+    done_file = run_dir / DONE
+    best = save_dir / "checkpoint_best.pt"
+    if done_file.exists() and best.exists():
+        log(f"train: {run_dir} is finished ({DONE}); skipping")
+        return best
+    check_data_bin(data.bin_dir, data.langs)
+    check_resume_langs(save_dir, data.langs)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    argv = fairseq_train_argv(cfg, data, save_dir, run_dir / "train.log")
+    (run_dir / "fairseq_train_argv.json").write_text(json.dumps(argv, indent=1) + "\n")
+    log(f"train: fairseq-train {' '.join(argv)}")
+    log(f"train: log in {run_dir / 'train.log'}")
+    run_fairseq_train(argv)
+    if not best.exists():
+        raise RuntimeError(f"fairseq-train finished without writing {best}")
+    state = read_checkpoint(save_dir / "checkpoint_last.pt")
+    write_json_atomic(done_file, {
+        "num_updates": int(state["optimizer_history"][-1]["num_updates"]),
+        "checkpoint_best_sha256": sha256_file(best),
+    })
+    return best

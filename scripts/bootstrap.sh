@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv with torch 2.13.0 (CPU), fairseq-fixed 0.12.3.1 and this package (editable).
+# Idempotent: a stamp keyed on the install inputs makes a second run return at once.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${MMT_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+TORCH_VERSION=2.13.0
+FAIRSEQ_VERSION=0.12.3.1
+KEY=$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)
+STAMP="$VENV/.bootstrap-$KEY"
+if [ -f "$STAMP" ]; then exit 0; fi
+log() { echo "[bootstrap] $*" >&2; }
+command -v "$PY" >/dev/null || { echo "bootstrap: $PY not found (Python 3.11 is required)" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || { log "creating virtualenv $VENV"; "$PY" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+log "installing torch==$TORCH_VERSION (CPU) and build requirements"
+"${PIP[@]}" "torch==$TORCH_VERSION" numpy cython setuptools wheel
+log "installing fairseq's real dependencies and ours (requirements.txt)"
+"${PIP[@]}" -r "$ROOT/requirements.txt"
+if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('fairseq-fixed') == '$FAIRSEQ_VERSION'" 2>/dev/null; then
+  log "building fairseq-fixed==$FAIRSEQ_VERSION (no deps, no build isolation; a few minutes)"
+  "${PIP[@]}" --no-deps --no-build-isolation "fairseq-fixed==$FAIRSEQ_VERSION"
+fi
+log "installing mmt-upgrade (editable)"
+"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+"$VENV/bin/python" -c "import torch, fairseq, sentencepiece, sacrebleu, submitit" \
+  || { echo "bootstrap: import check failed in $VENV" >&2; exit 1; }
+rm -f "$VENV"/.bootstrap-*
+touch "$STAMP"
+log "ready: $VENV"
