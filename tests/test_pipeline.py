@@ -42,3 +42,14 @@ def test_cli_names_bad_input():
     assert out.returncode == 2 and "unknown language code 'klingon'" in out.stderr
     out = run_cli("mmt-upgrade", "evaluate", "tiny", "--checkpoint", "/nonexistent/ckpt.pt", check=False)
     assert out.returncode == 2 and "checkpoint not found: /nonexistent/ckpt.pt" in out.stderr
+
+
+def test_data_command_caps_pairs_per_language(tmp_path):
+    out = run_cli("mmt-upgrade", "data", "tiny", "--max-train-pairs", "200", "--max-train-pairs-per-lang", "fr=80",
+                  "--out", str(tmp_path / "data"))
+    assert "en-es: train=200 valid=40 test=40" in out.stdout and "en-fr: train=80" in out.stdout
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["config"]["max_train_pairs_per_lang"] == {"fr": 80}
+    again = run_cli("mmt-upgrade", "data", "tiny", "--max-train-pairs", "200", "--max-train-pairs-per-lang", "fr=80",
+                    "--out", str(tmp_path / "data"))
+    assert "reusing" in again.stderr

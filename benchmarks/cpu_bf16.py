@@ -1,0 +1,74 @@
+"""CPU bf16 autocast against fp32: speed, loss curve and dev chrF++, trained side by side in one run.
+
+Both runs use the same config, data, seed and number of updates; only `--cpu-bf16` differs. The
+runs alternate in short legs (resuming from their own checkpoints), so machine noise hits both alike.
+Prints a JSON summary: median words/s of each, their ratio, train loss at matched updates, final
+valid loss and dev chrF++ (beam 5) on the chosen directions.
+
+    .venv/bin/python benchmarks/cpu_bf16.py --updates 600 --leg 150 --out runs/bench_bf16
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+from pathlib import Path
+
+from mmt_upgrade.config import load_config
+from mmt_upgrade.data.prepare import prepare_data
+from mmt_upgrade.evaluate import evaluate
+from mmt_upgrade.paths import cache_dir
+from mmt_upgrade.train import fairseq_train_argv, run_fairseq_train
+
+INNER = re.compile(r"train_inner.*?loss=([\d.]+).*?wps=([\d.]+).*?num_updates=(\d+)")
+VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", default="old_model")
+    ap.add_argument("--updates", type=int, default=600)
+    ap.add_argument("--leg", type=int, default=150, help="updates per leg before switching runs")
+    ap.add_argument("--directions", default="es-en,en-ru")
+    ap.add_argument("--out", default="runs/bench_bf16")
+    args = ap.parse_args()
+    out = Path(args.out)
+    modes = ("on", "off")
+    cfg = load_config(args.config)
+    data = prepare_data(cfg.data, cache_dir())
+    for upto in range(args.leg, args.updates + 1, args.leg):
+        for mode in modes:
+            run = out / mode
+            run.mkdir(parents=True, exist_ok=True)
+            flags = dict(cfg.train, **{
+                "cpu-bf16": mode, "max-update": upto, "save-interval-updates": args.leg,
+                "validate-interval-updates": args.updates, "log-interval": 25, "stop-time-hours": None,
+            })
+            cfg.train = flags
+            run_fairseq_train(fairseq_train_argv(cfg, data, run / "checkpoints", run / "train.log"))
+    directions = [tuple(d.split("-")) for d in args.directions.split(",")]
+    summary = {"config": args.config, "updates": args.updates, "directions": args.directions}
+    for mode in modes:
+        run = out / mode
+        text = (run / "train.log").read_text()
+        inner = [(int(u), float(loss), float(wps)) for loss, wps, u in INNER.findall(text)]
+        valid = [(int(u), float(loss)) for loss, u in VALID.findall(text)]
+        # the first log line of each leg includes start-up; keep steady-state lines only
+        steady = [w for i, (u, _, w) in enumerate(inner) if u % args.leg != 25]
+        res = evaluate(run / "checkpoints" / "checkpoint_last.pt", data, run / "eval", "valid", 5, 6000,
+                       directions=directions)
+        summary[mode] = {
+            "median_wps": statistics.median(steady),
+            "train_loss": {u: loss for u, loss, _ in inner},
+            "valid_loss": valid[-1][1] if valid else None,
+            "dev_chrfpp": {d: s["chrfpp"] for d, s in res["directions"].items()},
+            "dev_chrfpp_mean": res["groups"]["all"]["chrfpp"],
+        }
+    summary["speedup_on_over_off"] = round(summary["on"]["median_wps"] / summary["off"]["median_wps"], 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
