@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .checkpoint import checkpoint_langs, checkpoint_task_cfg, read_checkpoint
+from .checkpoint import checkpoint_langs, read_checkpoint
+from .data.binarize import check_data_bin
 from .data.prepare import PreparedData
 from .data.spm import load_spm
 from .errors import UserInputError
@@ -72,6 +73,7 @@ def evaluate(
     """Translate, score and write `results.json` (+ hypotheses) into `out_dir`."""
     state = read_checkpoint(checkpoint)
     langs = checkpoint_langs(state)
+    check_data_bin(data.bin_dir, langs)
     check_extends(data.langs, langs, f"evaluating {checkpoint} on {data.root}")
     del state
     ckpt_sha = sha256_file(checkpoint)

@@ -13,17 +13,19 @@ if [ -f "$STAMP" ]; then exit 0; fi
 log() { echo "[bootstrap] $*" >&2; }
 command -v "$PY" >/dev/null || { echo "bootstrap: $PY not found (Python 3.11 is required)" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || { log "creating virtualenv $VENV"; "$PY" -m venv "$VENV"; }
-PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+pip_install() {  # quiet, minus the notes about this machine's local index folders
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
 log "installing torch==$TORCH_VERSION (CPU) and build requirements"
-"${PIP[@]}" "torch==$TORCH_VERSION" numpy cython setuptools wheel
+pip_install "torch==$TORCH_VERSION" numpy==2.4.6 cython setuptools wheel
 log "installing fairseq's real dependencies and ours (requirements.txt)"
-"${PIP[@]}" -r "$ROOT/requirements.txt"
+pip_install -r "$ROOT/requirements.txt"
 if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('fairseq-fixed') == '$FAIRSEQ_VERSION'" 2>/dev/null; then
   log "building fairseq-fixed==$FAIRSEQ_VERSION (no deps, no build isolation; a few minutes)"
-  "${PIP[@]}" --no-deps --no-build-isolation "fairseq-fixed==$FAIRSEQ_VERSION"
+  pip_install --no-deps --no-build-isolation "fairseq-fixed==$FAIRSEQ_VERSION"
 fi
 log "installing mmt-upgrade (editable)"
-"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+pip_install --no-deps --no-build-isolation -e "$ROOT"
 "$VENV/bin/python" -c "import torch, fairseq, sentencepiece, sacrebleu, submitit" \
   || { echo "bootstrap: import check failed in $VENV" >&2; exit 1; }
 rm -f "$VENV"/.bootstrap-*
