@@ -9,7 +9,8 @@ from typing import ContextManager
 import torch
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-CPU_BF16_CHOICES = ("auto", "on", "off")
+# Not on/off: YAML would read those as booleans.
+CPU_BF16_CHOICES = ("auto", "always", "never")
 
 
 @lru_cache(maxsize=1)
@@ -24,12 +25,12 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_cpu_bf16(mode: str, on_cpu: bool) -> bool:
-    """Whether to autocast to bf16: `auto` turns it on only on a CPU with native bf16."""
+    """Whether to autocast to bf16: `auto` turns it on only on a CPU with native bf16 instructions."""
     if mode not in CPU_BF16_CHOICES:
         raise ValueError(f"--cpu-bf16 must be one of {', '.join(CPU_BF16_CHOICES)}, got {mode!r}")
     if not on_cpu:
         return False
-    return mode == "on" or (mode == "auto" and cpu_has_native_bf16())
+    return mode == "always" or (mode == "auto" and cpu_has_native_bf16())
 
 
 def cpu_autocast(enabled: bool) -> ContextManager:

@@ -36,11 +36,11 @@ def test_language_lists_may_only_append():
 
 
 def test_cpu_bf16_modes():
-    assert resolve_cpu_bf16("off", on_cpu=True) is False
-    assert resolve_cpu_bf16("on", on_cpu=True) is True
-    assert resolve_cpu_bf16("on", on_cpu=False) is False
+    assert resolve_cpu_bf16("never", on_cpu=True) is False
+    assert resolve_cpu_bf16("always", on_cpu=True) is True
+    assert resolve_cpu_bf16("always", on_cpu=False) is False
     with pytest.raises(ValueError):
-        resolve_cpu_bf16("maybe", on_cpu=True)
+        resolve_cpu_bf16("on", on_cpu=True)
 
 
 def test_prepared_data_is_never_overwritten(tiny_data, tmp_path):

@@ -101,4 +101,4 @@ def test_reordered_language_list_is_refused_by_generate(trained, tiny_data):
 def test_fairseq_bf16_flag_on_cpu_is_refused(trained):
     save, argv = trained
     out = run_cli("fairseq-train", *argv, "--bf16", "--max-update", "31", check=False)
-    assert out.returncode != 0 and "--cpu-bf16 on" in out.stderr
+    assert out.returncode != 0 and "--cpu-bf16 always" in out.stderr

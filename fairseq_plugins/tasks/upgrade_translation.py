@@ -1,6 +1,6 @@
 """`--task upgrade_translation`: translation_multi_simple_epoch plus what upgrading needs.
 
-- `--cpu-bf16 {auto,on,off}`: forward passes under CPU bf16 autocast with fp32 master weights
+- `--cpu-bf16 {auto,always,never}`: forward passes under CPU bf16 autocast with fp32 master weights
   (fairseq's `--bf16` assumes a TPU on CPU and crashes).
 - The task records its language list in the checkpoint's task state and refuses to load a
   checkpoint whose language tokens the current `--langs` would reorder.
@@ -33,7 +33,7 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         on_cpu = getattr(args, "cpu", False) or not torch.cuda.is_available()
         if getattr(args, "bf16", False) and on_cpu:
             raise UserInputError("--bf16 needs a GPU in fairseq (on CPU it looks for a TPU); "
-                                 "use --cpu-bf16 on instead")
+                                 "use --cpu-bf16 always (or the default, auto) instead")
         self.autocast_bf16 = resolve_cpu_bf16(getattr(args, "cpu_bf16", "auto"), on_cpu)
         logger.info("CPU bf16 autocast: %s", "on" if self.autocast_bf16 else "off")
         self.state.merge_state_dict({"model_langs": list(langs)})
