@@ -21,7 +21,7 @@ from mmt_upgrade.evaluate import evaluate
 from mmt_upgrade.paths import cache_dir
 from mmt_upgrade.train import fairseq_train_argv, run_fairseq_train
 
-INNER = re.compile(r"train_inner.*?loss=([\d.]+).*?wps=([\d.]+).*?num_updates=(\d+)")
+INNER = re.compile(r" loss=([\d.]+).*?wps=([\d.]+).*?num_updates=(\d+)")
 VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)")
 
 

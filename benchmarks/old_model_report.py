@@ -18,15 +18,15 @@ def main(run: Path) -> None:
     results = json.loads((run / "eval" / "results.json").read_text())
     done = json.loads((run / "train_done.json").read_text())
     log = (run / "train.log").read_text()
-    wps = [float(x) for x in re.findall(r"train_inner.*?wps=([\d.]+)", log)]
+    wps = [float(x) for x in re.findall(r"wps=([\d.]+), ups=", log)]
     train_s = re.findall(r"done training in ([\d.]+) seconds", log)
-    valid = re.findall(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)", log)
+    valid = {int(u): loss for loss, u in re.findall(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)", log)}
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
     print(f"- updates: {done['num_updates']}; fairseq training wall time: {float(train_s[-1]) / 60:.1f} min"
           if train_s else f"- updates: {done['num_updates']}")
     print(f"- training target words/s (fairseq `wps`, per {len(wps)} log intervals): median {statistics.median(wps):.0f}, "
           f"min {min(wps):.0f}, max {max(wps):.0f}")
-    print("- valid loss by update: " + ", ".join(f"{u}: {loss}" for loss, u in valid))
+    print("- valid loss by update: " + ", ".join(f"{u}: {loss}" for u, loss in valid.items()))
     if timings:
         print("- stage wall times: " + ", ".join(f"{k[:-2]} {v / 60:.1f} min" for k, v in timings.items()))
     print(f"\nTest split ({results['split']}, beam {results['beam']}), {next(iter(results['directions'].values()))['n']} "

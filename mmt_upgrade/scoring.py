@@ -41,7 +41,7 @@ class DirectionScorer:
         self.sp = sp
         self.bleu = BLEU()
         self.chrf = CHRF(word_order=2)
-        self.spbleu = BLEU(tokenize="none")
+        self.spbleu = BLEU(tokenize="none", force=True)  # pieces are tokenized on purpose
         self.spm_tag = spm_tag
 
     def score(self, hyps: Sequence[str], refs: Sequence[str]) -> Scores:
