@@ -58,7 +58,7 @@ def train_spm(
             byte_fallback=byte_fallback,
             normalization_rule_name="identity",
             hard_vocab_limit=False,
-            num_threads=2,
+            num_threads=1,  # multi-threaded EM is not bit-reproducible
             minloglevel=2,
         )
     finally:
