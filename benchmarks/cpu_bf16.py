@@ -15,6 +15,7 @@ import re
 import statistics
 from pathlib import Path
 
+from mmt_upgrade.checkpoint import checkpoint_num_updates
 from mmt_upgrade.config import load_config
 from mmt_upgrade.data.prepare import prepare_data
 from mmt_upgrade.evaluate import evaluate
@@ -41,6 +42,8 @@ def main() -> None:
         for mode in modes:
             run = out / mode
             run.mkdir(parents=True, exist_ok=True)
+            if checkpoint_num_updates(run / "checkpoints" / "checkpoint_last.pt") >= upto:
+                continue  # leg done by an earlier invocation
             flags = dict(cfg.train, **{
                 "cpu-bf16": mode, "max-update": upto, "save-interval-updates": args.leg,
                 "validate-interval-updates": args.updates, "log-interval": 25, "stop-time-hours": None,

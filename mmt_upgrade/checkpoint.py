@@ -29,6 +29,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_num_updates(path: Path) -> int:
+    """Updates a checkpoint was trained for; 0 when it does not exist yet."""
+    if not Path(path).exists():
+        return 0
+    return int(read_checkpoint(path)["optimizer_history"][-1]["num_updates"])
+
+
 def checkpoint_task_cfg(state: dict[str, Any]) -> dict[str, Any]:
     task = state["cfg"].get("task") if isinstance(state["cfg"], dict) else None
     if task is None:

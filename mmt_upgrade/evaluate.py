@@ -29,24 +29,25 @@ def _read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
-def parse_generate_output(path: Path, n: int) -> list[str]:
-    """Detokenized hypotheses (`D-<id>` lines) of fairseq-generate, in dataset order."""
+def parse_generate_output(path: Path, n: int) -> tuple[list[str], int]:
+    """Detokenized hypotheses (`D-<id>` lines) of fairseq-generate, in dataset order.
+
+    A sentence longer than the model's positions is skipped by fairseq; it is scored as an empty
+    hypothesis (never dropped, which would flatter the model); the count of those is returned too.
+    """
     hyps: dict[int, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("D-"):
             head, _score, *text = line.split("\t")
             hyps[int(head[2:])] = text[0] if text else ""
-    missing = [i for i in range(n) if i not in hyps]
-    if missing:
-        raise RuntimeError(f"{path}: fairseq-generate gave no hypothesis for {len(missing)} of {n} sentences")
-    return [hyps[i] for i in range(n)]
+    return [hyps.get(i, "") for i in range(n)], n - len(hyps)
 
 
 def generate_direction(
     checkpoint: Path, data: PreparedData, langs: Sequence[str], src: str, tgt: str, split: str,
     beam: int, max_tokens: int, extra: Sequence[str] = (),
-) -> list[str]:
-    """Run fairseq-generate in this process for one direction; returns detokenized hypotheses."""
+) -> tuple[list[str], int]:
+    """Run fairseq-generate in this process for one direction: detokenized hypotheses, number skipped."""
     from fairseq import options
     from fairseq_cli import generate
 
@@ -90,17 +91,21 @@ def evaluate(
         hyp_file = hyp_dir / f"{split}.{name}.{tgt}"
         meta_file = hyp_file.with_suffix(hyp_file.suffix + ".json")
         meta = {"checkpoint_sha256": ckpt_sha, "beam": beam, "n": len(refs)}
-        if hyp_file.exists() and meta_file.exists() and json.loads(meta_file.read_text()) == meta:
-            hyps = _read_lines(hyp_file)
+        saved = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        if hyp_file.exists() and "skipped" in saved and {k: saved.get(k) for k in meta} == meta:
+            hyps, skipped = _read_lines(hyp_file), saved["skipped"]
             log(f"evaluate [{i}/{len(directions)}] {name}: reusing {hyp_file}")
         else:
             log(f"evaluate [{i}/{len(directions)}] {name}: translating {len(sources)} sentences (beam {beam})")
-            hyps = generate_direction(checkpoint, data, langs, src, tgt, split, beam, max_tokens)
+            hyps, skipped = generate_direction(checkpoint, data, langs, src, tgt, split, beam, max_tokens)
+            if skipped:
+                log(f"evaluate {name}: {skipped} sentence(s) too long for the model, scored as empty output")
             write_text_atomic(hyp_file, "".join(h + "\n" for h in hyps))
-            write_json_atomic(meta_file, meta)
+            write_json_atomic(meta_file, meta | {"skipped": skipped})
         train_targets = _read_lines(data.raw_file("train", src, tgt, tgt))
         constant = most_frequent(train_targets)
         per_direction[name] = scorer.score(hyps, refs).as_dict() | {
+            "skipped_too_long": skipped,
             "baselines": {
                 "copy_source": scorer.score(sources, refs).as_dict(),
                 "most_frequent_target": scorer.score([constant] * len(refs), refs).as_dict(),

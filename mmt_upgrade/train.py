@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .checkpoint import checkpoint_langs, read_checkpoint
+from .checkpoint import checkpoint_langs, checkpoint_num_updates, read_checkpoint
 from .config import RunConfig
 from .data.binarize import check_data_bin
 from .data.prepare import PreparedData
@@ -76,26 +76,28 @@ def check_resume_langs(save_dir: Path, langs: Sequence[str]) -> None:
 
 
 def train(cfg: RunConfig, data: PreparedData, run_dir: Path) -> Path:
-    """Train (or resume, or skip when done) the model of `cfg`; returns the checkpoint to evaluate."""
+    """Train, resume, or skip when this exact command already finished; returns the checkpoint to evaluate.
+
+    A changed config (say, more updates) resumes from `checkpoint_last.pt` instead of skipping.
+    """
     save_dir = run_dir / "checkpoints"
     done_file = run_dir / DONE
     best = save_dir / "checkpoint_best.pt"
-    if done_file.exists() and best.exists():
+    argv = fairseq_train_argv(cfg, data, save_dir, run_dir / "train.log")
+    if done_file.exists() and best.exists() and json.loads(done_file.read_text()).get("argv") == argv:
         log(f"train: {run_dir} is finished ({DONE}); skipping")
         return best
     check_data_bin(data.bin_dir, data.langs)
     check_resume_langs(save_dir, data.langs)
     run_dir.mkdir(parents=True, exist_ok=True)
-    argv = fairseq_train_argv(cfg, data, save_dir, run_dir / "train.log")
-    (run_dir / "fairseq_train_argv.json").write_text(json.dumps(argv, indent=1) + "\n")
     log(f"train: fairseq-train {' '.join(argv)}")
     log(f"train: log in {run_dir / 'train.log'}")
     run_fairseq_train(argv)
     if not best.exists():
         raise RuntimeError(f"fairseq-train finished without writing {best}")
-    state = read_checkpoint(save_dir / "checkpoint_last.pt")
     write_json_atomic(done_file, {
-        "num_updates": int(state["optimizer_history"][-1]["num_updates"]),
+        "num_updates": checkpoint_num_updates(save_dir / "checkpoint_last.pt"),
         "checkpoint_best_sha256": sha256_file(best),
+        "argv": argv,
     })
     return best

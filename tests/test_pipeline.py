@@ -27,6 +27,11 @@ def test_pipeline_trains_evaluates_and_resumes(tmp_path):
     assert "is finished" in again.stderr and "reusing" in again.stderr
     assert json.loads((run / "eval" / "results.json").read_text())["directions"] == results["directions"]
 
+    # a changed config resumes from checkpoint_last.pt instead of skipping or restarting
+    more = run_cli("mmt-upgrade", "train", "tiny", "--run-dir", str(run), "--set", "train.max-update=40")
+    assert "Loaded checkpoint" in more.stdout + more.stderr and "(epoch 1 @ 30 updates)" in more.stdout + more.stderr
+    assert json.loads((run / "train_done.json").read_text())["num_updates"] == 40
+
     # a language list that would move the checkpoint's language tokens is refused, checkpoint untouched
     last = run / "checkpoints" / "checkpoint_last.pt"
     before = last.read_bytes()

@@ -44,3 +44,11 @@ def test_most_frequent_line():
     assert most_frequent(["a", "b", "b", "c", "a", "b"]) == "b"
     with pytest.raises(ValueError):
         DirectionScorer.score(None, ["a"], ["a", "b"])
+
+
+def test_generate_output_keeps_skipped_sentences_as_empty(tmp_path):
+    from mmt_upgrade.evaluate import parse_generate_output
+
+    out = tmp_path / "generate-test.txt"
+    out.write_text("S-1\tsrc\nH-1\t-0.5\tb\nD-1\t-0.5\tsecond\nD-0\t-0.1\tfirst\nD-3\t-0.2\t\n")
+    assert parse_generate_output(out, 4) == (["first", "second", "", ""], 1)
