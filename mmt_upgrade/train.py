@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -56,6 +57,11 @@ def fairseq_train_argv(cfg: RunConfig, data: PreparedData, save_dir: Path, log_f
     return argv + flags_to_argv(cfg.train)
 
 
+def _all_loggers() -> list[tuple[str, logging.Logger]]:
+    named = [(n, lg) for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)]
+    return [("", logging.getLogger())] + named
+
+
 def run_fairseq_train(argv: Sequence[str]) -> None:
     """fairseq-train in this process: parse as the CLI does, then `call_main`."""
     from fairseq import options
@@ -66,7 +72,16 @@ def run_fairseq_train(argv: Sequence[str]) -> None:
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, input_args=list(argv))
     cfg = convert_namespace_to_omegaconf(args)
-    distributed_utils.call_main(cfg, fairseq_train.main)
+    before = {name: list(lg.handlers) for name, lg in _all_loggers()}
+    try:
+        distributed_utils.call_main(cfg, fairseq_train.main)
+    finally:
+        # fairseq adds a --log-file FileHandler to its loggers on every call (and every epoch); a second
+        # run in this process would otherwise also write into the first run's log.
+        for name, lg in _all_loggers():
+            for handler in [h for h in lg.handlers if h not in before.get(name, [])]:
+                lg.removeHandler(handler)
+                handler.close()
 
 
 def check_resume_langs(save_dir: Path, langs: Sequence[str]) -> None:

@@ -5,6 +5,7 @@ fairseq-interactive, and that without the plugin the same load fails (so the fix
 """
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -102,3 +103,16 @@ def test_fairseq_bf16_flag_on_cpu_is_refused(trained):
     save, argv = trained
     out = run_cli("fairseq-train", *argv, "--bf16", "--max-update", "31", check=False)
     assert out.returncode != 0 and "--cpu-bf16 always" in out.stderr
+
+
+def test_in_process_runs_keep_their_own_log_files(tiny_data, tmp_path, caplog):
+    """fairseq adds a --log-file handler per call; two runs in one process must not share logs."""
+    from mmt_upgrade.train import run_fairseq_train
+
+    caplog.set_level(logging.INFO)  # pytest's capture would otherwise keep fairseq's INFO lines from the files
+    flags = dict(load_config("tiny").train, **{"max-update": 2, "save-interval-updates": 0, "log-interval": 1})
+    for name in ("first", "second"):
+        run_fairseq_train(task_argv(tiny_data) + ["--lang-pairs", "es-en", "--save-dir", str(tmp_path / name),
+                                                  "--log-file", str(tmp_path / f"{name}.log")] + flags_to_argv(flags))
+    first = (tmp_path / "first.log").read_text()
+    assert str(tmp_path / "first") in first and str(tmp_path / "second") not in first
