@@ -18,7 +18,8 @@ def main(run: Path) -> None:
     results = json.loads((run / "eval" / "results.json").read_text())
     done = json.loads((run / "train_done.json").read_text())
     log = (run / "train.log").read_text()
-    wps = [float(x) for x in re.findall(r"wps=([\d.]+), ups=", log)]
+    # fairseq writes a log line once per handler it added (one more each epoch): key by update
+    wps = list({int(u): float(w) for w, u in re.findall(r"wps=([\d.]+), ups=.*?num_updates=(\d+)", log)}.values())
     train_s = re.findall(r"done training in ([\d.]+) seconds", log)
     valid = {int(u): loss for loss, u in re.findall(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)", log)}
     timings = json.loads((run / "timings.json").read_text()) if (run / "timings.json").exists() else {}
