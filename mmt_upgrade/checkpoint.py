@@ -15,13 +15,16 @@ from .errors import UserInputError
 torch.serialization.add_safe_globals([argparse.Namespace])
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The checkpoint dict on CPU; a missing, truncated or foreign file is one clear error."""
+def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict on CPU; a missing, truncated or foreign file is one clear error.
+
+    `mmap` maps tensors from the file instead of reading them (large checkpoints; read-only use).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise UserInputError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or "model" not in state or "cfg" not in state:
@@ -48,3 +51,20 @@ def checkpoint_langs(state: dict[str, Any]) -> list[str]:
     if not langs:
         raise UserInputError("checkpoint's task has no language list (--langs)")
     return langs.split(",") if isinstance(langs, str) else list(langs)
+
+
+def checkpoint_to_restore(save_dir: str, restore_file: str = "checkpoint_last.pt",
+                          finetune_from_model: str | None = None) -> Path | None:
+    """The file fairseq-train will load at start (`checkpoint_utils.load_checkpoint`'s rule), if any."""
+    if restore_file == "checkpoint_last.pt":
+        last = Path(save_dir) / restore_file
+        if last.exists():
+            return last
+        return Path(finetune_from_model) if finetune_from_model else None
+    path = Path(restore_file)
+    return path if path.exists() else None
+
+
+def read_task_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's task state, without reading its tensors (memory-mapped)."""
+    return read_checkpoint(path, mmap=True).get("task_state") or {}

@@ -106,6 +106,88 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lang_files(items: list[str], flag: str) -> dict[str, tuple[list[str], str]]:
+    """`LANG=FILE` items -> {lang: (lines, file)}; a missing file is an error naming it."""
+    out = {}
+    for item in items:
+        lang, sep, path = item.partition("=")
+        if not sep or not lang.strip() or not path.strip():
+            raise UserInputError(f"{flag}: expected LANG=FILE, got {item!r}")
+        file = Path(path.strip())
+        if not file.is_file():
+            raise UserInputError(f"{flag} {lang}: file not found: {file}")
+        lines = [x for x in file.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if not lines:
+            raise UserInputError(f"{flag} {lang}: {file} holds no text")
+        out[lang.strip()] = (lines, str(file.absolute()))
+    return out
+
+
+def _dev_texts(data) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for src, tgt in data.directions:
+        for lang in (src, tgt):
+            out.setdefault(lang, data.raw_file("valid", src, tgt, lang).read_text(encoding="utf-8").splitlines())
+    return out
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from .checkpoint import checkpoint_langs, read_checkpoint
+    from .data.prepare import DataConfig, PreparedData, bible_texts
+    from .languages import parse_lang_list
+    from .upgrade import UpgradeInputs, UpgradeOptions, check_new_langs, parse_langtok_init, upgrade
+
+    old_data = PreparedData.open(Path(args.old_data)) if args.old_data else None
+    spm = Path(args.spm) if args.spm else (old_data.spm_model if old_data else None)
+    dictionary = Path(args.dict) if args.dict else (old_data.dictionary if old_data else None)
+    if spm is None or dictionary is None:
+        raise UserInputError("give --old-data (the old model's prepared data) or both --spm and --dict")
+    new_langs = parse_lang_list(args.new_langs, "--new-langs")
+    old_langs = checkpoint_langs(read_checkpoint(Path(args.checkpoint), mmap=True))
+    check_new_langs(new_langs, old_langs, Path(args.checkpoint))
+    options = UpgradeOptions(vocab_mode=args.vocab_mode, new_spm_size=args.new_spm_size, spm_size=args.spm_size,
+                             init=args.init, langtok_init=parse_langtok_init(args.langtok_init), seed=args.seed)
+    options.check(old_langs, new_langs)
+    given = _lang_files(args.text, "--text")
+    needed = new_langs + (old_langs if args.vocab_mode == "retrain" else [])
+    texts = {lang: lines for lang, (lines, _) in given.items()}
+    sources = {lang: file for lang, (_, file) in given.items()}
+    missing = [x for x in needed if x not in texts]
+    if missing and old_data is not None:
+        cfg = DataConfig(**{**old_data.manifest["config"], "langs": [x for x in old_data.manifest["langs"] + new_langs]})
+        bible = bible_texts(cfg, cache_dir(), "train")
+        for lang in missing:
+            texts[lang], sources[lang] = bible[lang], f"bible train split ({cfg.key()})"
+    dev = _dev_texts(old_data) if old_data else {}
+    dev.update({lang: lines for lang, (lines, _) in _lang_files(args.dev_text, "--dev-text").items()})
+    inputs = UpgradeInputs(Path(args.checkpoint), spm, dictionary, new_langs, texts, sources, dev)
+    checkpoint = upgrade(inputs, Path(args.out), options)
+    report = json.loads((checkpoint.parent / "upgrade.json").read_text())
+    v = report["vocab"]
+    changed = sum(x["changed"] for x in report["segmentation_change"].values())
+    print(f"{report['vocab_mode']}: {v['kept']} old pieces kept, {v['added']} added, {v['shared']} shared; "
+          f"old-language dev sentences segmented differently: {changed}")
+    print(checkpoint)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .data.prepare import PreparedData
+    from .languages import parse_lang_list
+    from .utils import write_json_atomic
+    from .verify import format_verify, verify
+
+    old_data = PreparedData.open(Path(args.old_data))
+    new_dir = Path(args.new)
+    new_dir = new_dir.parent if new_dir.is_file() else new_dir
+    langs = parse_lang_list(args.langs, "--langs") if args.langs else old_data.manifest["langs"]
+    result = verify(Path(args.old), old_data, new_dir, langs, args.sentences)
+    print(format_verify(result))
+    if args.json:
+        write_json_atomic(Path(args.json), result)
+    return 0 if result["ok"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmt-upgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +214,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="prepared data directory (default: the config's)")
     p.add_argument("--beam", type=int, help="beam size (default: the config's, 5)")
     p.set_defaults(func=cmd_evaluate)
+
+    from .embeddings import INIT_METHODS
+    from .vocab import VOCAB_MODES
+
+    p = sub.add_parser("upgrade", help="extend a trained model's vocabulary and language list")
+    p.add_argument("checkpoint", help="the old fairseq checkpoint (read only)")
+    p.add_argument("--out", required=True, help="new directory for the upgraded model (must not exist)")
+    p.add_argument("--old-data", help="the old model's prepared data directory (SPM, dictionary, dev text)")
+    p.add_argument("--spm", help="the old SentencePiece model (default: --old-data's)")
+    p.add_argument("--dict", help="the old fairseq dict.txt (default: --old-data's)")
+    p.add_argument("--new-langs", default="it,ar", help="languages to add, appended in this order (default: it,ar)")
+    p.add_argument("--text", action="append", default=[], metavar="LANG=FILE",
+                   help="training text of a language, one sentence per line (repeatable; default: the Bible "
+                        "train split under --old-data's split rules)")
+    p.add_argument("--dev-text", action="append", default=[], metavar="LANG=FILE",
+                   help="old-language dev text for the segmentation-change measurement (default: --old-data's)")
+    p.add_argument("--vocab-mode", default="extend", choices=VOCAB_MODES,
+                   help="extend: keep every old piece and segmentation, add new pieces; retrain: one new joint SPM")
+    p.add_argument("--new-spm-size", type=int, default=4000,
+                   help="extend: size of the SPM learnt on the new languages (its pieces the old vocabulary lacks "
+                        "are added)")
+    p.add_argument("--spm-size", type=int, default=0, help="retrain: joint SPM size (default: old + --new-spm-size)")
+    p.add_argument("--init", default="unk", choices=INIT_METHODS, help="initialization of new piece rows")
+    p.add_argument("--langtok-init", default="", metavar="NEW=OLD|NEW=mean,...",
+                   help="new language tokens: copy a related old language's token (it=es) or the mean (default)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_upgrade)
+
+    p = sub.add_parser("verify", help="check an upgraded model against the old one on old-language dev data")
+    p.add_argument("old", help="the old checkpoint")
+    p.add_argument("new", help="the upgraded directory (or its checkpoint.pt)")
+    p.add_argument("--old-data", required=True, help="the old model's prepared data directory")
+    p.add_argument("--langs", help="old languages to check (default: all)")
+    p.add_argument("--sentences", type=int, default=100, help="dev sentences per direction (default: 100)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("pipeline", help="data -> train -> evaluate on a config (the main job)")
     _add_config(p)

@@ -6,12 +6,13 @@ same rows serve as output projection rows: `unk` then gives every new piece exac
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Sequence
 
+import sentencepiece as spm
 import torch
 
 INIT_METHODS = ("unk", "mean", "normal", "compose", "random")
-SPM_SPACE = "\u2581"
 
 
 def init_unk(old: torch.Tensor, n_new: int, unk_id: int) -> torch.Tensor:
@@ -44,22 +45,41 @@ def init_random(old: torch.Tensor, n_new: int, generator: torch.Generator) -> to
     return (torch.randn(n_new, d, generator=generator, dtype=torch.float32) * d**-0.5).to(old.dtype)
 
 
+def piece_segmenter(old_spm: Path) -> Callable[[list[str]], list[list[int]]]:
+    """Segments piece strings with the OLD model, word boundaries kept as they are.
+
+    The model is loaded without its dummy prefix, so `▁foo` segments as a word start and `foo`
+    as a word-internal string (the model's own loading would turn `foo` into `▁foo`).
+    """
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(Path(old_spm).read_bytes())
+    proto.normalizer_spec.add_dummy_prefix = False
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(proto.SerializeToString())
+    return lambda pieces: sp.Encode(list(pieces))
+
+
 def composition_matrix(
     pieces: Sequence[str], encode: Callable[[list[str]], list[list[int]]], n_old: int, unk_id: int
-) -> torch.Tensor:
-    """`(n_new, V_old)` averaging weights: row i averages the old ids of piece i's surface string.
+) -> tuple[torch.Tensor, int]:
+    """`(n_new, V_old)` averaging weights (row i averages the old ids of piece i) and the fallback count.
 
-    `encode` segments text with the OLD tokenizer into old row ids. A piece whose old segmentation
-    is only `<unk>` gets weight 1 on `<unk>` (the `unk` fallback).
+    `encode` segments piece strings with the OLD tokenizer into old row ids (`piece_segmenter`).
+    A piece whose old segmentation is only `<unk>` gets weight 1 on `<unk>` (the `unk` fallback).
     """
-    surfaces = [p.replace(SPM_SPACE, " ").strip() or p for p in pieces]
     rows, cols, vals = [], [], []
-    for i, ids in enumerate(encode(surfaces)):
+    fallbacks = 0
+    for i, ids in enumerate(encode(list(pieces))):
+        fallbacks += all(t == unk_id for t in ids)
         ids = [t for t in ids if t != unk_id] or [unk_id]
         rows += [i] * len(ids)
         cols += ids
         vals += [1.0 / len(ids)] * len(ids)
-    return torch.sparse_coo_tensor([rows, cols], vals, (len(pieces), n_old)).coalesce()
+    weights = torch.sparse_coo_tensor([rows, cols], vals, (len(pieces), n_old), dtype=torch.float64,
+                                      check_invariants=True)
+    return weights.coalesce(), fallbacks
 
 
 def init_compose(old: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

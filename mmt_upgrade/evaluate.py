@@ -79,7 +79,7 @@ def evaluate(
     del state
     ckpt_sha = sha256_file(checkpoint)
     sp = load_spm(data.spm_model)
-    scorer = DirectionScorer(sp, f"{data.spm_model.name}@{data.manifest['hashes']['spm.model'][:12]}")
+    scorer = DirectionScorer(sp, f"{data.spm_model.name}@{data.manifest['hashes'][data.manifest['spm_model']][:12]}")
     directions = list(directions or data.directions)
     pivot = data.manifest["pivot"]
     hyp_dir = out_dir / "translations"

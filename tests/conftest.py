@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from mmt_upgrade.config import load_config
 from mmt_upgrade.data.bible import fetch_bible_db
 from mmt_upgrade.data.prepare import PreparedData, prepare_data
 from mmt_upgrade.paths import PLUGIN_DIR, REPO_ROOT, cache_dir
+from mmt_upgrade.train import flags_to_argv, task_argv
 
 BIN = Path(sys.executable).parent
 
@@ -42,3 +44,25 @@ def run_cli(name: str, *args: str, check: bool = True, cwd: Path = REPO_ROOT, ti
 @pytest.fixture
 def plugin_dir() -> str:
     return str(PLUGIN_DIR)
+
+
+@pytest.fixture(scope="session")
+def _tiny_trained_once(tiny_data, tmp_path_factory) -> Path:
+    save = tmp_path_factory.mktemp("tiny-ckpt")
+    run_cli("fairseq-train", *tiny_train_argv(tiny_data, save))
+    return save
+
+
+def tiny_train_argv(data: PreparedData, save: Path, **overrides) -> list[str]:
+    """fairseq-train flags of the tiny config (20 updates) on `data`, saving into `save`."""
+    flags = {**load_config("tiny").train, "max-update": 20, "save-interval-updates": 10, **overrides}
+    pairs = ",".join(f"{s}-{t}" for s, t in data.directions)
+    return task_argv(data) + ["--lang-pairs", pairs, "--save-dir", str(save)] + flags_to_argv(flags)
+
+
+@pytest.fixture(scope="module")
+def tiny_trained(_tiny_trained_once, tiny_data, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A private copy of a tiny es,fr<->en model trained for 20 updates by the real fairseq-train."""
+    save = tmp_path_factory.mktemp("ckpt") / "checkpoints"
+    shutil.copytree(_tiny_trained_once, save)
+    return save, tiny_train_argv(tiny_data, save)

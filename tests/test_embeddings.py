@@ -5,7 +5,7 @@ import torch
 
 from mmt_upgrade.data.spm import load_spm
 from mmt_upgrade.embeddings import (
-    composition_matrix, init_compose, init_mean, init_normal, init_random, init_unk,
+    composition_matrix, init_compose, init_mean, init_normal, init_random, init_unk, piece_segmenter,
 )
 
 
@@ -38,15 +38,19 @@ def test_compose_averages_the_old_segmentation(tiny_data):
     sp = load_spm(tiny_data.spm_model)
     old = _old(v=sp.GetPieceSize())
     pieces = ["\u2581Italia", "zione", "\u0645\u0631"]  # Arabic: byte pieces, never <unk> with byte fallback
-    weights = composition_matrix(pieces, lambda xs: sp.Encode(xs), old.shape[0], unk_id=3)
+    weights, fallbacks = composition_matrix(pieces, piece_segmenter(tiny_data.spm_model), old.shape[0], unk_id=3)
     new = init_compose(old, weights)
-    for i, surface in enumerate(["Italia", "zione", "\u0645\u0631"]):
-        ids = sp.Encode(surface)
-        assert torch.allclose(new[i], old[ids].mean(0), atol=1e-6)
+    assert fallbacks == 0
+    internal = piece_segmenter(tiny_data.spm_model)(["zione"])[0]
+    assert "".join(sp.IdToPiece(i) for i in internal) == "zione"  # no word start added
+    arabic = sp.Encode("\u0645\u0631", out_type=str)
+    assert all(p.startswith("<0x") for p in arabic[1:])
+    for i, ids in enumerate([sp.Encode("Italia"), internal, sp.PieceToId(arabic[1:])]):
+        assert torch.allclose(new[i], old[ids].mean(0), atol=1e-6), pieces[i]
 
 
 def test_compose_falls_back_to_unk_when_only_unk():
     old = _old(v=10)
-    weights = composition_matrix(["x", "ab"], lambda xs: [[3], [5, 3, 7]], 10, unk_id=3)
+    weights, fallbacks = composition_matrix(["x", "ab"], lambda xs: [[3], [5, 3, 7]], 10, unk_id=3)
     new = init_compose(old, weights)
-    assert torch.allclose(new[0], old[3]) and torch.allclose(new[1], (old[5] + old[7]) / 2)
+    assert fallbacks == 1 and torch.allclose(new[0], old[3]) and torch.allclose(new[1], (old[5] + old[7]) / 2)

@@ -19,14 +19,8 @@ from .conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_data, tmp_path_factory):
-    """A tiny model trained for 20 updates by the real fairseq-train."""
-    save = tmp_path_factory.mktemp("ckpt")
-    flags = dict(load_config("tiny").train, **{"max-update": 20, "save-interval-updates": 10})
-    argv = task_argv(tiny_data) + ["--lang-pairs", "es-en,en-es,fr-en,en-fr", "--save-dir", str(save)]
-    argv += flags_to_argv(flags)
-    run_cli("fairseq-train", *argv)
-    return save, argv
+def trained(tiny_trained):
+    return tiny_trained
 
 
 def _num_updates(stdout: str) -> int:

@@ -4,6 +4,9 @@
   (fairseq's `--bf16` assumes a TPU on CPU and crashes).
 - The task records its language list in the checkpoint's task state and refuses to load a
   checkpoint whose language tokens the current `--langs` would reorder.
+- It carries the new-parameter record (`mmt_upgrade.record`): read from the checkpoint fairseq-train
+  starts from (`--finetune-from-model` or the resumed `checkpoint_last.pt`) or from the checkpoint
+  fairseq-generate loads, and written into every checkpoint it saves.
 """
 import logging
 
@@ -12,9 +15,11 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
+from mmt_upgrade.checkpoint import checkpoint_to_restore, read_task_state
 from mmt_upgrade.errors import UserInputError
 from mmt_upgrade.languages import check_extends
 from mmt_upgrade.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
+from mmt_upgrade.record import TASK_STATE_KEY, NewParameterRecord
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +42,38 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         self.autocast_bf16 = resolve_cpu_bf16(getattr(args, "cpu_bf16", "auto"), on_cpu)
         logger.info("CPU bf16 autocast: %s", "on" if self.autocast_bf16 else "off")
         self.state.merge_state_dict({"model_langs": list(langs)})
+        self.record: NewParameterRecord | None = None
+        self._state_loaded = False
 
     def load_state_dict(self, state_dict):
         saved = state_dict.get("model_langs")
         if saved is not None:
             check_extends(saved, self.langs, "--langs")
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "model_langs"})
+        self._set_record(NewParameterRecord.from_task_state(state_dict))
+        self._state_loaded = True
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("model_langs", TASK_STATE_KEY)})
+
+    def _set_record(self, record):
+        self.record = record
+        if record is not None:
+            self.state.merge_state_dict({TASK_STATE_KEY: record.to_dict()})
+
+    def build_model(self, args, from_checkpoint=False):
+        model = super().build_model(args, from_checkpoint)
+        if not self._state_loaded:  # fairseq-train: it never calls load_state_dict, so read the file it will load
+            path = checkpoint_to_restore(getattr(self.args, "save_dir", "checkpoints"),
+                                         getattr(self.args, "restore_file", "checkpoint_last.pt"),
+                                         getattr(self.args, "finetune_from_model", None))
+            if path is not None:
+                task_state = read_task_state(path)
+                if task_state.get("model_langs") is not None:
+                    check_extends(task_state["model_langs"], self.langs, f"--langs (loading {path})")
+                self._set_record(NewParameterRecord.from_task_state(task_state))
+        if self.record is not None:
+            self.record.check_shapes({n: tuple(p.shape) for n, p in model.state_dict().items()}, "--task upgrade_translation")
+            logger.info("new-parameter record: %d whole parameters, %d with new slices",
+                        len(self.record.whole), len(self.record.slices))
+        return model
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         model.train()

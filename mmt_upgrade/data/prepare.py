@@ -15,9 +15,10 @@ from pathlib import Path
 from ..errors import UserInputError
 from ..languages import DEFAULT_HELDOUT_LANGS, PIVOT, TRANSLATIONS, directions, model_langs, parse_lang_list
 from ..utils import log, sha256_file, sha256_text, write_json_atomic
+from ..vocab import TOKENIZER_FILE, Tokenizer
 from .bible import SPLITS, Corpus, VerseId, fetch_bible_db, split_ids
 from .binarize import binarize_pair
-from .spm import encode_lines, load_spm, train_spm, write_dictionary
+from .spm import load_spm, train_spm, write_dictionary
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -35,6 +36,8 @@ class DataConfig:
     byte_fallback: bool = True
     heldout_langs: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT_LANGS))
     seed: int = 1
+    # An upgraded model directory: encode with its tokenizer and dictionary instead of training a new SPM.
+    tokenizer: str = ""
 
     def __post_init__(self) -> None:
         self.langs = parse_lang_list(self.langs, "data.langs")
@@ -54,8 +57,25 @@ class DataConfig:
     def cap(self, lang: str) -> int:
         return int(self.max_train_pairs_per_lang.get(lang, self.max_train_pairs))
 
+    def as_dict(self) -> dict:
+        """The configuration as the manifest records it (no `tokenizer` key when unset, as before it existed)."""
+        d = asdict(self)
+        if not self.tokenizer:
+            d.pop("tokenizer")
+        return d
+
     def key(self) -> str:
-        return sha256_text(json.dumps([FORMAT_VERSION, asdict(self)], sort_keys=True))[:12]
+        parts = [FORMAT_VERSION, self.as_dict()]
+        if self.tokenizer:
+            parts.append(tokenizer_hash(Path(self.tokenizer)))
+        return sha256_text(json.dumps(parts, sort_keys=True))[:12]
+
+
+def tokenizer_hash(root: Path) -> str:
+    """What identifies an upgraded tokenizer: its routing, models and dictionary, not its path."""
+    tok = Tokenizer.load(root)
+    files = [TOKENIZER_FILE, "dict.txt", *sorted(set(tok.models.values()))]
+    return sha256_text(" ".join(sha256_file(root / f) for f in files))
 
 
 @dataclass
@@ -147,6 +167,31 @@ def build_splits(corpus: Corpus, cfg: DataConfig) -> dict[str, dict[str, list[Ve
     return out
 
 
+def bible_texts(cfg: DataConfig, cache: Path, split: str) -> dict[str, list[str]]:
+    """One split's text per language (English once, deduplicated), under the same split rules as `prepare_data`."""
+    db = fetch_bible_db(cache)
+    langs_all = [cfg.pivot] + cfg.langs
+    corpus = Corpus.load(db, dict.fromkeys(langs_all + list(cfg.heldout_langs)))
+    texts: dict[str, list[str]] = {lang: [] for lang in langs_all}
+    for name, by_split in build_splits(corpus, cfg).items():
+        for lang in name.split("-"):
+            texts[lang] += [corpus.verses[lang][v] for v in by_split[split]]
+    return {lang: list(dict.fromkeys(lines)) for lang, lines in texts.items()}
+
+
+def _copy_tokenizer(src: Path, dst: Path, langs: list[str]) -> tuple[Tokenizer, str]:
+    """Copy an upgraded directory's tokenizer and dictionary; returns it and the scoring model's file."""
+    tok = Tokenizer.load(src)
+    for lang in langs:
+        tok.model_path(lang)  # every language must have a model
+    for name in [TOKENIZER_FILE, "dict.txt", *set(tok.models.values())]:
+        if not (src / name).is_file():
+            raise UserInputError(f"data.tokenizer: {src / name} is missing")
+        shutil.copyfile(src / name, dst / name)
+    tok = Tokenizer.load(dst)
+    return tok, tok.models[tok.route[langs[0]]]
+
+
 def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
@@ -157,7 +202,7 @@ def prepare_data(cfg: DataConfig, cache: Path, out_dir: Path | None = None) -> P
     root = Path(out_dir) if out_dir else cache / "data" / f"{'-'.join([cfg.pivot] + cfg.langs)}-{cfg.key()}"
     if (root / MANIFEST).exists():
         data = PreparedData.open(root)
-        if data.manifest.get("config") != asdict(cfg):
+        if data.manifest.get("config") != cfg.as_dict():
             raise UserInputError(f"{root} holds data prepared with another configuration; choose another --out")
         log(f"data: reusing {root}")
         return data
@@ -182,16 +227,21 @@ def prepare_data(cfg: DataConfig, cache: Path, out_dir: Path | None = None) -> P
             for lang in (a, b):
                 _write_lines(tmp / "raw" / f"{split}.{name}.{lang}", [corpus.verses[lang][v] for v in vids])
 
-    log(f"data: training SentencePiece ({cfg.vocab_size} pieces) on a balanced sample")
-    train_text: dict[str, list[str]] = {lang: [] for lang in langs_all}
-    for name, by_split in splits.items():
-        a, b = name.split("-")
-        for lang in (a, b):
-            train_text[lang] += [corpus.verses[lang][v] for v in by_split["train"]]
-    train_text = {lang: sorted(set(lines)) for lang, lines in train_text.items()}
-    train_spm(train_text, tmp / "spm.model", cfg.vocab_size, cfg.spm_sentences_per_lang, cfg.seed, cfg.byte_fallback)
-    sp = load_spm(tmp / "spm.model")
-    write_dictionary(sp, tmp / "dict.txt")
+    if cfg.tokenizer:
+        tokenizer, scoring_spm = _copy_tokenizer(Path(cfg.tokenizer), tmp, langs_all)
+        log(f"data: encoding with the upgraded tokenizer of {cfg.tokenizer}")
+    else:
+        log(f"data: training SentencePiece ({cfg.vocab_size} pieces) on a balanced sample")
+        train_text: dict[str, list[str]] = {lang: [] for lang in langs_all}
+        for name, by_split in splits.items():
+            a, b = name.split("-")
+            for lang in (a, b):
+                train_text[lang] += [corpus.verses[lang][v] for v in by_split["train"]]
+        train_text = {lang: sorted(set(lines)) for lang, lines in train_text.items()}
+        train_spm(train_text, tmp / "spm.model", cfg.vocab_size, cfg.spm_sentences_per_lang, cfg.seed,
+                  cfg.byte_fallback)
+        write_dictionary(load_spm(tmp / "spm.model"), tmp / "dict.txt")
+        tokenizer, scoring_spm = Tokenizer.single(tmp / "spm.model", langs_all), "spm.model"
 
     log("data: encoding and binarizing with fairseq's preprocessing")
     for name in splits:
@@ -199,12 +249,13 @@ def prepare_data(cfg: DataConfig, cache: Path, out_dir: Path | None = None) -> P
         for split in SPLITS:
             for lang in (a, b):
                 raw = (tmp / "raw" / f"{split}.{name}.{lang}").read_text(encoding="utf-8").splitlines()
-                _write_lines(tmp / "spm" / f"{split}.{name}.{lang}", encode_lines(sp, raw))
+                _write_lines(tmp / "spm" / f"{split}.{name}.{lang}", [" ".join(p) for p in tokenizer.encode(lang, raw)])
         binarize_pair(tmp / "spm", tmp / "bin", a, b, tmp / "dict.txt", list(SPLITS))
     shutil.rmtree(tmp / "spm")
 
     hashes = {"bible.db": sha256_file(db)}
-    for path in sorted([tmp / "spm.model", tmp / "dict.txt", *sorted((tmp / "raw").iterdir())]):
+    models = sorted(tmp / f for f in set(tokenizer.models.values()))
+    for path in sorted([*models, tmp / "dict.txt", *sorted((tmp / "raw").iterdir())]):
         hashes[str(path.relative_to(tmp))] = sha256_file(path)
     manifest = {
         "format": FORMAT_VERSION,
@@ -214,12 +265,13 @@ def prepare_data(cfg: DataConfig, cache: Path, out_dir: Path | None = None) -> P
         "directions": [f"{s}-{t}" for s, t in directions(cfg.pivot, cfg.langs)],
         "translations": {lang: list(TRANSLATIONS[lang]) for lang in langs_all},
         "pairs": pairs_count,
-        "spm_model": "spm.model",
-        "spm_vocab_size": sp.GetPieceSize(),
+        # spBLEU's pieces: the model old languages are segmented with (comparable with the old model's data)
+        "spm_model": scoring_spm,
+        "tokenizer": {"models": tokenizer.models, "route": tokenizer.route},
         "dict": "dict.txt",
         "bin": "bin",
         "raw": "raw",
-        "config": asdict(cfg),
+        "config": cfg.as_dict(),
         "hashes": hashes,
     }
     write_json_atomic(tmp / MANIFEST, manifest)

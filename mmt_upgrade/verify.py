@@ -1,0 +1,193 @@
+"""`mmt-upgrade verify`: does the upgraded model still compute the old model's function?
+
+Both models are loaded by fairseq itself and run on the same old-language dev pairs, in fairseq's
+multilingual format (source `__src__ x </s>`, decoder input `</s> __tgt__ y`). In `extend` mode, with
+the new pieces and new language tokens masked out of the softmax, the upgraded model's
+log-probabilities must equal the old model's (max |Δ| <= 1e-5) and greedy translations must be
+identical. A `retrain` upgrade promises neither; its greedy agreement is reported for information.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .data.prepare import PreparedData
+from .errors import UserInputError
+from .paths import PLUGIN_DIR
+from .upgrade import UPGRADE_JSON
+from .utils import sha256_file
+from .vocab import Tokenizer, lang_token
+
+LOGPROB_TOLERANCE = 1e-5
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    symbols: list[str]  # fairseq's full symbol list: specials, pieces, language tokens
+    tokenizer: Tokenizer
+
+    def ids(self, pieces: Sequence[str]) -> list[int]:
+        index = {s: i for i, s in enumerate(self.symbols)}
+        unk = index["<unk>"]
+        return [index.get(p, unk) for p in pieces]
+
+
+def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> LoadedModel:
+    """A checkpoint loaded the way fairseq-generate loads it, in eval mode on CPU."""
+    from argparse import Namespace
+
+    from fairseq import checkpoint_utils, utils
+
+    utils.import_user_module(Namespace(user_dir=str(PLUGIN_DIR)))
+    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(checkpoint)], arg_overrides={"data": str(dict_dir)})
+    model = models[0].float().eval()
+    return LoadedModel(model, list(task.source_dictionary.symbols), tokenizer)
+
+
+def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], tgt: list[list[str]] | None):
+    """Left-padded sources `(B, S)`, lengths `(B,)`, and when `tgt` is given right-padded decoder
+    input and target `(B, T)` (the target starts with the language token, as fairseq trains)."""
+    from fairseq.data import data_utils
+
+    pad, eos = m.symbols.index("<pad>"), m.symbols.index("</s>")
+    src_lt, tgt_lt = m.symbols.index(lang_token(src_lang)), m.symbols.index(lang_token(tgt_lang))
+    srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
+    src_tokens = data_utils.collate_tokens(srcs, pad, left_pad=True)
+    src_lengths = torch.tensor([len(s) for s in srcs])
+    if tgt is None:
+        return src_tokens, src_lengths, None, None
+    tgts = [torch.tensor([tgt_lt] + m.ids(p) + [eos]) for p in tgt]
+    target = data_utils.collate_tokens(tgts, pad, left_pad=False)
+    prev = data_utils.collate_tokens(tgts, pad, eos, left_pad=False, move_eos_to_beginning=True)
+    return src_tokens, src_lengths, prev, target
+
+
+@torch.no_grad()
+def teacher_forced_logits(m: LoadedModel, src_tokens, src_lengths, prev) -> torch.Tensor:
+    """`(B, T, V)` output logits."""
+    logits, _ = m.model(src_tokens, src_lengths, prev)
+    return logits.float()
+
+
+@torch.no_grad()
+def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
+           banned: torch.Tensor | None = None) -> list[list[str]]:
+    """Greedy decoding as fairseq-generate starts it (`</s> __tgt__`); `banned` ids never win."""
+    eos = m.symbols.index("</s>")
+    bsz = src_tokens.shape[0]
+    enc = m.model.encoder(src_tokens, src_lengths=src_lengths)
+    tokens = torch.tensor([[eos, m.symbols.index(lang_token(tgt_lang))]]).repeat(bsz, 1)
+    done = torch.zeros(bsz, dtype=torch.bool)
+    state: dict = {}
+    for _ in range(max_len):
+        logits, _ = m.model.decoder(tokens, encoder_out=enc, incremental_state=state)
+        step = logits[:, -1].float()
+        if banned is not None:
+            step[:, banned] = float("-inf")
+        nxt = step.argmax(-1).masked_fill(done, eos)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= nxt == eos
+        if done.all():
+            break
+    out = []
+    for row in tokens[:, 2:].tolist():
+        row = row[: row.index(eos)] if eos in row else row
+        out.append([m.symbols[i] for i in row])
+    return out
+
+
+def verify_direction(old: LoadedModel, new: LoadedModel, src_lang: str, tgt_lang: str, src_lines: list[str],
+                     tgt_lines: list[str], extend: bool, batch_size: int = 16) -> dict:
+    """Figures for one direction; old symbols are found in the new model by string."""
+    new_index = {s: i for i, s in enumerate(new.symbols)}
+    keep = torch.tensor([new_index[s] for s in old.symbols]) if extend else None
+    banned = None
+    if extend:
+        mask = torch.ones(len(new.symbols), dtype=torch.bool)
+        mask[keep] = False
+        banned = mask.nonzero().flatten()
+    max_diff, new_mass, n_tokens, same, agree_text = 0.0, 0.0, 0, 0, 0
+    for i in range(0, len(src_lines), batch_size):
+        src, tgt = src_lines[i: i + batch_size], tgt_lines[i: i + batch_size]
+        o = _batch(old, src_lang, tgt_lang, old.tokenizer.encode(src_lang, src), old.tokenizer.encode(tgt_lang, tgt))
+        n = _batch(new, src_lang, tgt_lang, new.tokenizer.encode(src_lang, src), new.tokenizer.encode(tgt_lang, tgt))
+        max_len = int(o[1].max()) * 2 + 10
+        hyp_old = greedy(old, o[0], o[1], tgt_lang, max_len)
+        hyp_new = greedy(new, n[0], n[1], tgt_lang, max_len, banned)
+        same += sum(a == b for a, b in zip(hyp_old, hyp_new))
+        text_old = old.tokenizer.decode(tgt_lang, hyp_old)
+        text_new = new.tokenizer.decode(tgt_lang, hyp_new)
+        agree_text += sum(a == b for a, b in zip(text_old, text_new))
+        if not extend:
+            continue
+        lp_old = teacher_forced_logits(old, *o[:3]).log_softmax(-1)
+        logits_new = teacher_forced_logits(new, *n[:3])
+        lp_new = logits_new[..., keep].log_softmax(-1)
+        valid = o[3] != old.symbols.index("<pad>")
+        max_diff = max(max_diff, float((lp_old - lp_new).abs()[valid].max()))
+        full = logits_new.log_softmax(-1)
+        new_mass += float(full[..., banned].logsumexp(-1).exp()[valid].sum())
+        n_tokens += int(valid.sum())
+    out = {"sentences": len(src_lines), "greedy_identical": same, "greedy_text_identical": agree_text}
+    if extend:
+        out |= {"max_abs_logprob_diff": max_diff, "new_symbol_mass_mean": new_mass / max(n_tokens, 1),
+                "target_tokens": n_tokens}
+    return out
+
+
+def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: Sequence[str],
+           sentences: int = 100) -> dict:
+    """Run every old direction involving `langs`; `ok` is False when a promise is broken."""
+    new_dir = Path(new_dir)
+    report_path = new_dir / UPGRADE_JSON
+    if not report_path.is_file():
+        raise UserInputError(f"{new_dir} is not an upgraded model directory ({UPGRADE_JSON} missing)")
+    report = json.loads(report_path.read_text())
+    recorded = report["inputs"]["checkpoint"]["sha256"]
+    if sha256_file(old_checkpoint) != recorded:
+        raise UserInputError(f"{new_dir} was not upgraded from {old_checkpoint} (its sha256 differs from the one "
+                             f"in {report_path})")
+    old_langs = report["langs"]["old"]
+    bad = [x for x in langs if x not in old_langs]
+    if bad:
+        raise UserInputError(f"--langs: {', '.join(bad)} not an old language of the model ({','.join(old_langs)})")
+    extend = report["vocab_mode"] == "extend"
+    old = load_model(old_checkpoint, old_data.bin_dir, Tokenizer.single(old_data.spm_model, old_langs))
+    new = load_model(new_dir / "checkpoint.pt", new_dir, Tokenizer.load(new_dir))
+    results = {}
+    for src, tgt in old_data.directions:
+        if src not in langs and tgt not in langs:
+            continue
+        src_lines = old_data.raw_file("valid", src, tgt, src).read_text(encoding="utf-8").splitlines()[:sentences]
+        tgt_lines = old_data.raw_file("valid", src, tgt, tgt).read_text(encoding="utf-8").splitlines()[:sentences]
+        results[f"{src}-{tgt}"] = verify_direction(old, new, src, tgt, src_lines, tgt_lines, extend)
+    out = {"vocab_mode": report["vocab_mode"], "directions": results}
+    if extend:
+        out["max_abs_logprob_diff"] = max(r["max_abs_logprob_diff"] for r in results.values())
+        out["greedy_identical"] = sum(r["greedy_identical"] for r in results.values())
+        out["sentences"] = sum(r["sentences"] for r in results.values())
+        out["ok"] = out["max_abs_logprob_diff"] <= LOGPROB_TOLERANCE and out["greedy_identical"] == out["sentences"]
+    else:
+        out["ok"] = True  # retrain changes segmentations: nothing is promised
+    return out
+
+
+def format_verify(result: dict) -> str:
+    lines = [f"{'direction':10} {'sent':>5} {'greedy=':>8} {'max|dlogp|':>11} {'new mass':>9}"]
+    for name, r in result["directions"].items():
+        diff = f"{r['max_abs_logprob_diff']:.2e}" if "max_abs_logprob_diff" in r else "-"
+        mass = f"{r['new_symbol_mass_mean']:.2e}" if "new_symbol_mass_mean" in r else "-"
+        lines.append(f"{name:10} {r['sentences']:5d} {r['greedy_identical']:8d} {diff:>11} {mass:>9}")
+    if result["vocab_mode"] == "extend":
+        verdict = "OK" if result["ok"] else "BROKEN"
+        lines.append(f"{verdict}: max |dlogp| {result['max_abs_logprob_diff']:.2e} (promise <= {LOGPROB_TOLERANCE:g}), "
+                     f"greedy identical {result['greedy_identical']}/{result['sentences']}")
+    else:
+        lines.append("retrain mode: segmentations changed, so no function is promised (figures for information)")
+    return "\n".join(lines)
