@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -172,19 +173,14 @@ def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old_pieces: Seque
 
 
 def _update_cfg(state: dict[str, Any], langs: list[str], pairs: list[str]) -> None:
-    for section in ("task", "model"):
-        ns = state["cfg"].get(section)
+    """Write the new language list and directions wherever fairseq keeps them (task, model, legacy args)."""
+    for ns in (state["cfg"].get("task"), state["cfg"].get("model"), state.get("args")):
         if ns is None:
             continue
-        target = ns if not isinstance(ns, dict) else None
-        if target is None:
-            ns["langs"] = langs
-            if "lang_pairs" in ns:
-                ns["lang_pairs"] = pairs
-        else:
-            target.langs = langs
-            if hasattr(target, "lang_pairs"):
-                target.lang_pairs = pairs if isinstance(target.lang_pairs, list) else ",".join(pairs)
+        fields = ns if isinstance(ns, dict) else vars(ns)
+        fields["langs"] = langs
+        if "lang_pairs" in fields:
+            fields["lang_pairs"] = pairs if isinstance(fields["lang_pairs"], list) else ",".join(pairs)
 
 
 def upgraded_lang_pairs(state: dict[str, Any], old_langs: list[str], new_langs: list[str]) -> list[str]:
@@ -256,6 +252,10 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    # Hashing a multi-GB checkpoint releases the GIL: it runs beside SentencePiece training.
+    hasher = ThreadPoolExecutor(max_workers=1)
+    hashes = {k: hasher.submit(sha256_file, p) for k, p in
+              (("checkpoint", checkpoint), ("spm", inputs.spm), ("dict", inputs.dictionary))}
     try:
         log(f"upgrade: {options.vocab_mode} vocabulary for {', '.join(new_langs)}")
         if options.vocab_mode == "extend":
@@ -265,17 +265,14 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
             size = options.spm_size or len(old_pieces) + len(SPECIALS) + options.new_spm_size
             vocab = retrain_vocabulary(old_pieces, {x: inputs.texts[x] for x in langs}, size, options.seed, tmp)
         vocab.tokenizer.save()
-        old_tok = Tokenizer.single(Path(inputs.spm), old_langs)
+        old_tok = Tokenizer.single(Path(inputs.spm), langs, old_sp)
         seg_change = segmentation_change(old_tok, vocab.tokenizer, {x: inputs.dev_texts[x] for x in old_langs})
         if options.vocab_mode == "extend" and any(v["changed"] for v in seg_change.values()):
             raise AssertionError(f"extend mode changed old-language segmentations: {seg_change}")
         old_vocab = set(old_pieces)
-        old_tok_all = Tokenizer.single(Path(inputs.spm), langs)
-        seg_stats = {}
-        for lang in langs:
-            lines = inputs.dev_texts.get(lang) or inputs.texts[lang][:2000]
-            seg_stats[lang] = {"old": segmentation_stats(old_tok_all, lang, lines),
-                               "upgraded": segmentation_stats(vocab.tokenizer, lang, lines, old_vocab)}
+        sample = {x: inputs.dev_texts.get(x) or inputs.texts[x][:2000] for x in langs}
+        before, after = segmentation_stats(old_tok, sample), segmentation_stats(vocab.tokenizer, sample, old_vocab)
+        seg_stats = {x: {"old": before[x], "upgraded": after[x]} for x in langs}
 
         new_piece_strings = [p for p in vocab.pieces if p not in old_vocab]
         compose_weights, fallbacks = None, 0
@@ -318,22 +315,25 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
             },
             "rows": rows,
             "inputs": {
-                "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
-                "spm": {"path": str(Path(inputs.spm).absolute()), "sha256": sha256_file(inputs.spm)},
-                "dict": {"path": str(Path(inputs.dictionary).absolute()), "sha256": sha256_file(inputs.dictionary)},
+                "checkpoint": {"path": str(checkpoint), "sha256": hashes["checkpoint"].result()},
+                "spm": {"path": str(Path(inputs.spm).absolute()), "sha256": hashes["spm"].result()},
+                "dict": {"path": str(Path(inputs.dictionary).absolute()), "sha256": hashes["dict"].result()},
                 "texts": {x: {"source": inputs.text_sources.get(x, ""), "lines": len(v), "sha256": _text_hash(v)}
                           for x, v in inputs.texts.items()},
                 "dev_texts": {x: {"lines": len(v), "sha256": _text_hash(v)} for x, v in inputs.dev_texts.items()},
             },
             "tokenizer": {"models": vocab.tokenizer.models, "route": vocab.tokenizer.route},
             "record": record.to_dict(),
-            "outputs": {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+            # the checkpoint is identified by its input hashes and this file (hashing it again costs seconds)
+            "outputs": {p.name: sha256_file(p) if p.name != CHECKPOINT else f"{p.stat().st_size} bytes"
+                        for p in sorted(tmp.iterdir()) if p.is_file()},
             "wall_s": round(time.monotonic() - t0, 2),
         }
         write_json_atomic(tmp / UPGRADE_JSON, report)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, out_dir)
     finally:
+        hasher.shutdown(cancel_futures=True)
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"upgrade: done in {time.monotonic() - t0:.1f} s -> {out_dir}")
     return out_dir / CHECKPOINT

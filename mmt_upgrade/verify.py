@@ -9,6 +9,7 @@ identical. A `retrain` upgrade promises neither; its greedy agreement is reporte
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -44,8 +45,16 @@ def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> Loaded
     from fairseq import checkpoint_utils, utils
 
     utils.import_user_module(Namespace(user_dir=str(PLUGIN_DIR)))
-    models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(checkpoint)], arg_overrides={"data": str(dict_dir)})
+    quiet = [logging.getLogger(name) for name in ("fairseq", "fairseq_plugins")]
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:  # fairseq narrates every dictionary it loads
+        lg.setLevel(logging.WARNING)
+    try:
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(checkpoint)], arg_overrides={"data": str(dict_dir)})
+    finally:
+        for lg, level in zip(quiet, levels):
+            lg.setLevel(level)
     model = models[0].float().eval()
     return LoadedModel(model, list(task.source_dictionary.symbols), tokenizer)
 

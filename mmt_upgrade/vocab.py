@@ -13,12 +13,14 @@ always mapped by string, never by id.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import sentencepiece as spm
 import torch
 
@@ -28,7 +30,6 @@ from .utils import write_json_atomic
 
 VOCAB_MODES = ("extend", "retrain")
 TOKENIZER_FILE = "tokenizer.json"
-BYTE_PIECE_PREFIX = "<0x"
 
 
 def lang_token(lang: str) -> str:
@@ -91,6 +92,10 @@ class Tokenizer:
     def encode(self, lang: str, lines: Sequence[str]) -> list[list[str]]:
         return self.processor(lang).Encode(list(lines), out_type=str)
 
+    def encode_ids(self, lang: str, lines: Sequence[str]) -> list[list[int]]:
+        """Ids of the language's own SentencePiece model (not dictionary ids)."""
+        return self.processor(lang).Encode(list(lines))
+
     def decode(self, lang: str, pieces: Sequence[Sequence[str]]) -> list[str]:
         return [self.processor(lang).DecodePieces(list(p)) for p in pieces]
 
@@ -106,9 +111,14 @@ class Tokenizer:
         return cls(Path(root), dict(obj["models"]), dict(obj["route"]))
 
     @classmethod
-    def single(cls, spm_path: Path, langs: Sequence[str]) -> "Tokenizer":
+    def single(cls, spm_path: Path, langs: Sequence[str],
+               processor: spm.SentencePieceProcessor | None = None) -> "Tokenizer":
+        """One model for every language (`processor`: that model, already loaded)."""
         spm_path = Path(spm_path)
-        return cls(spm_path.parent, {"spm": spm_path.name}, {lang: "spm" for lang in langs})
+        tok = cls(spm_path.parent, {"spm": spm_path.name}, {lang: "spm" for lang in langs})
+        if processor is not None:
+            tok._loaded["spm"] = processor
+        return tok
 
 
 @dataclass
@@ -184,14 +194,25 @@ def segmentation_change(old: Tokenizer, new: Tokenizer, texts_by_lang: Mapping[s
     return out
 
 
-def segmentation_stats(tokenizer: Tokenizer, lang: str, lines: Sequence[str], vocab: set[str] | None = None) -> dict:
-    """Pieces per word and the share of byte-fallback pieces (what `<unk>` becomes with byte fallback)."""
-    encoded = tokenizer.encode(lang, lines)
-    n_pieces = sum(map(len, encoded))
-    n_words = sum(len(line.split()) for line in lines)
-    n_bytes = sum(p.startswith(BYTE_PIECE_PREFIX) for seq in encoded for p in seq)
-    stats = {"pieces_per_word": round(n_pieces / max(n_words, 1), 3),
-             "byte_fallback_fraction": round(n_bytes / max(n_pieces, 1), 4)}
-    if vocab is not None:
-        stats["old_vocab_fraction"] = round(sum(p in vocab for seq in encoded for p in seq) / max(n_pieces, 1), 4)
-    return stats
+def segmentation_stats(tokenizer: Tokenizer, texts_by_lang: Mapping[str, Sequence[str]],
+                       vocab: set[str] | None = None) -> dict[str, dict]:
+    """Per language: pieces per word, the share of byte-fallback pieces (what `<unk>` becomes with byte
+    fallback) and, given the old vocabulary, the share of pieces it already had."""
+    tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    out = {}
+    for lang, lines in texts_by_lang.items():
+        name = tokenizer.route.get(lang)
+        if name not in tables:
+            sp = tokenizer.processor(lang)
+            pieces = [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
+            tables[name] = (np.array([sp.IsByte(i) for i in range(len(pieces))]),
+                            np.array([p in vocab for p in pieces]) if vocab is not None else None)
+        is_byte, known = tables[name]
+        ids = np.fromiter(itertools.chain.from_iterable(tokenizer.encode_ids(lang, lines)), dtype=np.int64)
+        n_pieces = max(len(ids), 1)
+        stats = {"pieces_per_word": round(len(ids) / max(sum(len(x.split()) for x in lines), 1), 3),
+                 "byte_fallback_fraction": round(float(is_byte[ids].sum()) / n_pieces, 4)}
+        if known is not None:
+            stats["old_vocab_fraction"] = round(float(known[ids].sum()) / n_pieces, 4)
+        out[lang] = stats
+    return out
