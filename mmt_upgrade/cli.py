@@ -135,6 +135,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_langs, read_checkpoint
     from .data.prepare import DataConfig, PreparedData, bible_texts
     from .languages import parse_lang_list
+    from .growth import GrowthOptions
     from .upgrade import UpgradeInputs, UpgradeOptions, check_new_langs, parse_langtok_init, upgrade
 
     old_data = PreparedData.open(Path(args.old_data)) if args.old_data else None
@@ -142,11 +143,15 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     dictionary = Path(args.dict) if args.dict else (old_data.dictionary if old_data else None)
     if spm is None or dictionary is None:
         raise UserInputError("give --old-data (the old model's prepared data) or both --spm and --dict")
-    new_langs = parse_lang_list(args.new_langs, "--new-langs")
+    new_langs = parse_lang_list(args.new_langs, "--new-langs") if args.new_langs.strip() else []
     old_langs = checkpoint_langs(read_checkpoint(Path(args.checkpoint), mmap=True))
     check_new_langs(new_langs, old_langs, Path(args.checkpoint))
+    growth = GrowthOptions(add_encoder_layers=args.add_encoder_layers, add_decoder_layers=args.add_decoder_layers,
+                           widen_ffn=args.widen_ffn, init=args.grow_init, position=args.grow_position,
+                           noise=args.grow_noise, seed=args.seed)
     options = UpgradeOptions(vocab_mode=args.vocab_mode, new_spm_size=args.new_spm_size, spm_size=args.spm_size,
-                             init=args.init, langtok_init=parse_langtok_init(args.langtok_init), seed=args.seed)
+                             init=args.init, langtok_init=parse_langtok_init(args.langtok_init), seed=args.seed,
+                             growth=growth)
     options.check(old_langs, new_langs)
     given = _lang_files(args.text, "--text")
     needed = new_langs + (old_langs if args.vocab_mode == "retrain" else [])
@@ -167,6 +172,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     changed = sum(x["changed"] for x in report["segmentation_change"].values())
     print(f"{report['vocab_mode']}: {v['kept']} old pieces kept, {v['added']} added, {v['shared']} shared; "
           f"old-language dev sentences segmented differently: {changed}")
+    if report["growth"]:
+        print("grown model: " + " ".join(f"--{k} {x}" for k, x in report["fairseq_model_flags"].items()))
     print(checkpoint)
     return 0
 
@@ -216,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     from .embeddings import INIT_METHODS
+    from .growth import GROW_INITS, GROW_POSITIONS
     from .vocab import VOCAB_MODES
 
     p = sub.add_parser("upgrade", help="extend a trained model's vocabulary and language list")
@@ -224,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--old-data", help="the old model's prepared data directory (SPM, dictionary, dev text)")
     p.add_argument("--spm", help="the old SentencePiece model (default: --old-data's)")
     p.add_argument("--dict", help="the old fairseq dict.txt (default: --old-data's)")
-    p.add_argument("--new-langs", default="it,ar", help="languages to add, appended in this order (default: it,ar)")
+    p.add_argument("--new-langs", default="it,ar",
+                   help="languages to add, appended in this order (default: it,ar; '' for growth alone)")
     p.add_argument("--text", action="append", default=[], metavar="LANG=FILE",
                    help="training text of a language, one sentence per line (repeatable; default: the Bible "
                         "train split under --old-data's split rules)")
@@ -239,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", default="unk", choices=INIT_METHODS, help="initialization of new piece rows")
     p.add_argument("--langtok-init", default="", metavar="NEW=OLD|NEW=mean,...",
                    help="new language tokens: copy a related old language's token (it=es) or the mean (default)")
+    p.add_argument("--add-encoder-layers", type=int, default=0, metavar="N", help="grow the encoder by N layers")
+    p.add_argument("--add-decoder-layers", type=int, default=0, metavar="N", help="grow the decoder by N layers")
+    p.add_argument("--widen-ffn", type=float, default=1.0, metavar="FACTOR",
+                   help="multiply every FFN's width (encoder and decoder) by FACTOR >= 1")
+    p.add_argument("--grow-init", default="paper", choices=GROW_INITS,
+                   help="paper: new layers = average of the stack, FFN = old + noisy copy (changes the function); "
+                        "preserve: identity layers and Net2WiderNet (the old function at step 0)")
+    p.add_argument("--grow-position", default="top", choices=GROW_POSITIONS,
+                   help="new layers on top of the stack, or spread between old ones")
+    p.add_argument("--grow-noise", type=float, default=0.01,
+                   help="std of the widening noise relative to each tensor's std (preserve: zero-sum across copies)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_upgrade)
 

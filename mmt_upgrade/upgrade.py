@@ -23,11 +23,12 @@ from .embeddings import (
     INIT_METHODS, composition_matrix, init_compose, init_mean, init_normal, init_random, init_unk, piece_segmenter,
 )
 from .errors import UserInputError
+from .growth import GrowthOptions, check_architecture, grow
 from .languages import PIVOT, check_extends, directions, parse_lang_list
 from .record import TASK_STATE_KEY, NewParameterRecord
 from .utils import log, sha256_file, sha256_text, write_json_atomic
 from .vocab import (
-    VOCAB_MODES, Tokenizer, VocabularyUpgrade, check_spm_matches_dictionary, extend_vocabulary, lang_token,
+    VOCAB_MODES, Tokenizer, VocabularyUpgrade, check_spm_matches_dictionary, extend_vocabulary, keep_vocabulary,
     model_symbols, read_dictionary, retrain_vocabulary, row_sources, segmentation_change, segmentation_stats,
 )
 
@@ -46,8 +47,13 @@ class UpgradeOptions:
     init: str = "unk"
     langtok_init: dict[str, str] = field(default_factory=dict)  # new lang -> old lang to copy, or "mean"
     seed: int = 1
+    growth: GrowthOptions = field(default_factory=GrowthOptions)
 
     def check(self, old_langs: Sequence[str], new_langs: Sequence[str]) -> None:
+        if not new_langs and not self.growth.active():
+            raise UserInputError("nothing to upgrade: give --new-langs, or growth flags (--add-encoder-layers, "
+                                 "--add-decoder-layers, --widen-ffn)")
+        self.growth.check()
         if self.vocab_mode not in VOCAB_MODES:
             raise UserInputError(f"--vocab-mode: unknown mode {self.vocab_mode!r}; choose from {', '.join(VOCAB_MODES)}")
         if self.init not in INIT_METHODS:
@@ -183,6 +189,19 @@ def _update_cfg(state: dict[str, Any], langs: list[str], pairs: list[str]) -> No
             fields["lang_pairs"] = pairs if isinstance(fields["lang_pairs"], list) else ",".join(pairs)
 
 
+def _set_model_cfg(state: dict[str, Any], values: Mapping[str, Any]) -> None:
+    for ns in (state["cfg"].get("model"), state.get("args")):
+        if ns is not None:
+            (ns if isinstance(ns, dict) else vars(ns)).update(values)
+
+
+def model_flags(model_cfg: Any) -> dict[str, Any]:
+    """The size flags of the model as fairseq-train takes them (`encoder-layers`, ...)."""
+    fields = model_cfg if isinstance(model_cfg, dict) else vars(model_cfg)
+    keys = ("arch", "encoder_layers", "decoder_layers", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim")
+    return {k.replace("_", "-"): fields[k] for k in keys if k in fields}
+
+
 def upgraded_lang_pairs(state: dict[str, Any], old_langs: list[str], new_langs: list[str]) -> list[str]:
     """The old directions, then pivot-centric directions for every new language."""
     old = checkpoint_task_cfg(state).get("lang_pairs") or []
@@ -207,7 +226,8 @@ class UpgradeInputs:
 
 
 def check_new_langs(new_langs: Sequence[str], old_langs: Sequence[str], checkpoint: Path) -> None:
-    parse_lang_list(new_langs, "--new-langs")
+    if new_langs:
+        parse_lang_list(new_langs, "--new-langs")
     for lang in new_langs:
         if lang in old_langs:
             raise UserInputError(f"--new-langs: {lang!r} is already in the model ({','.join(old_langs)}), "
@@ -245,6 +265,8 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
     check_spm_matches_dictionary(old_sp, inputs.spm, old_pieces, inputs.dictionary)
     vocab_param_groups(state["model"], len(model_symbols(old_pieces, old_langs)),
                        f"dictionary {inputs.dictionary} with checkpoint {checkpoint}")
+    if options.growth.active():
+        check_architecture(state["model"], state["cfg"]["model"], f"checkpoint {checkpoint}")
     new_langs = list(inputs.new_langs)
     langs = old_langs + new_langs
     check_extends(old_langs, langs, "upgrade")
@@ -258,7 +280,9 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
               (("checkpoint", checkpoint), ("spm", inputs.spm), ("dict", inputs.dictionary))}
     try:
         log(f"upgrade: {options.vocab_mode} vocabulary for {', '.join(new_langs)}")
-        if options.vocab_mode == "extend":
+        if not new_langs and options.vocab_mode == "extend":
+            vocab = keep_vocabulary(inputs.spm, old_pieces, langs, tmp)
+        elif options.vocab_mode == "extend":
             vocab = extend_vocabulary(inputs.spm, old_pieces, old_langs,
                                       {x: inputs.texts[x] for x in new_langs}, options.new_spm_size, options.seed, tmp)
         else:
@@ -267,7 +291,7 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
         vocab.tokenizer.save()
         old_tok = Tokenizer.single(Path(inputs.spm), langs, old_sp)
         seg_change = segmentation_change(old_tok, vocab.tokenizer, {x: inputs.dev_texts[x] for x in old_langs})
-        if options.vocab_mode == "extend" and any(v["changed"] for v in seg_change.values()):
+        if vocab.mode != "retrain" and any(v["changed"] for v in seg_change.values()):
             raise AssertionError(f"extend mode changed old-language segmentations: {seg_change}")
         old_vocab = set(old_pieces)
         sample = {x: inputs.dev_texts.get(x) or inputs.texts[x][:2000] for x in langs}
@@ -280,9 +304,18 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
             compose_weights, fallbacks = composition_matrix(
                 new_piece_strings, piece_segmenter(inputs.spm), len(model_symbols(old_pieces, old_langs)), UNK_ID)
         record = NewParameterRecord()
-        log(f"upgrade: {len(new_piece_strings)} new pieces, {len(new_langs)} language tokens, init {options.init}")
-        rows = upgrade_vocab_params(state["model"], old_pieces, old_langs, vocab, new_langs, options,
-                                    compose_weights, record, f"checkpoint {checkpoint}")
+        rows = None
+        if vocab.mode != "keep":
+            log(f"upgrade: {len(new_piece_strings)} new pieces, {len(new_langs)} language tokens, init {options.init}")
+            rows = upgrade_vocab_params(state["model"], old_pieces, old_langs, vocab, new_langs, options,
+                                        compose_weights, record, f"checkpoint {checkpoint}")
+        growth = None
+        if options.growth.active():
+            g = options.growth
+            log(f"upgrade: growing ({g.init}): +{g.add_encoder_layers} encoder, +{g.add_decoder_layers} decoder "
+                f"layers ({g.position}), FFN x{g.widen_ffn:g}")
+            growth = grow(state["model"], state["cfg"]["model"], g, record, f"checkpoint {checkpoint}")
+            _set_model_cfg(state, growth["config"])
         pairs = upgraded_lang_pairs(state, old_langs, new_langs)
         _update_cfg(state, langs, pairs)
         state.setdefault("task_state", {})
@@ -300,7 +333,7 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
         report = {
             "format": 1,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "vocab_mode": options.vocab_mode,
+            "vocab_mode": vocab.mode,
             "langs": {"old": old_langs, "new": new_langs, "model": langs},
             "lang_pairs": pairs,
             "vocab": vocab.stats,
@@ -314,6 +347,9 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
                 "statistics_rows": "old piece rows (specials and language tokens excluded)",
             },
             "rows": rows,
+            "growth": growth,
+            # fairseq-train builds the model from its flags, not from the checkpoint: train with these
+            "fairseq_model_flags": model_flags(state["cfg"]["model"]),
             "inputs": {
                 "checkpoint": {"path": str(checkpoint), "sha256": hashes["checkpoint"].result()},
                 "spm": {"path": str(Path(inputs.spm).absolute()), "sha256": hashes["spm"].result()},

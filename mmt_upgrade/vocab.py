@@ -158,6 +158,13 @@ def extend_vocabulary(old_spm: Path, old_pieces: Sequence[str], old_langs: Seque
     return VocabularyUpgrade("extend", list(old_pieces) + added, tokenizer, stats)
 
 
+def keep_vocabulary(old_spm: Path, old_pieces: Sequence[str], langs: Sequence[str], out_dir: Path) -> VocabularyUpgrade:
+    """No new languages: the old model and dictionary, unchanged (growth alone)."""
+    shutil.copyfile(old_spm, Path(out_dir) / "spm.model")
+    stats = {"old_pieces": len(old_pieces), "new_model_pieces": 0, "kept": len(old_pieces), "added": 0, "shared": 0}
+    return VocabularyUpgrade("keep", list(old_pieces), Tokenizer.single(Path(out_dir) / "spm.model", langs), stats)
+
+
 def retrain_vocabulary(old_pieces: Sequence[str], texts: Mapping[str, Sequence[str]], spm_size: int, seed: int,
                        out_dir: Path, sentences_per_lang: int = 20000) -> VocabularyUpgrade:
     """One model for every language; pieces whose string the old dictionary has will copy their row."""

@@ -11,7 +11,7 @@ import pytest
 
 from mmt_upgrade.config import load_config
 from mmt_upgrade.data.bible import fetch_bible_db
-from mmt_upgrade.data.prepare import PreparedData, prepare_data
+from mmt_upgrade.data.prepare import DataConfig, PreparedData, bible_texts, prepare_data
 from mmt_upgrade.paths import PLUGIN_DIR, REPO_ROOT, cache_dir
 from mmt_upgrade.train import flags_to_argv, task_argv
 
@@ -66,3 +66,15 @@ def tiny_trained(_tiny_trained_once, tiny_data, tmp_path_factory) -> tuple[Path,
     save = tmp_path_factory.mktemp("ckpt") / "checkpoints"
     shutil.copytree(_tiny_trained_once, save)
     return save, tiny_train_argv(tiny_data, save)
+
+
+@pytest.fixture(scope="session")
+def lang_texts(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """300 Bible train verses per language (en, es, fr and the new it, ar) as `--text` files."""
+    cfg = DataConfig(**{**tiny_data.manifest["config"], "langs": ["es", "fr", "it", "ar"]})
+    out = tmp_path_factory.mktemp("texts")
+    files = {}
+    for lang, lines in bible_texts(cfg, cache_dir(), "train").items():
+        files[lang] = out / f"train.{lang}"
+        files[lang].write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
+    return files
