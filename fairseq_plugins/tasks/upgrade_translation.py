@@ -4,11 +4,16 @@
   (fairseq's `--bf16` assumes a TPU on CPU and crashes).
 - The task records its language list in the checkpoint's task state and refuses to load a
   checkpoint whose language tokens the current `--langs` would reorder.
+- `--upsample-langs it,ar --upsample-factor F --related-langs es,fr --related-factor G`: training
+  directions are sampled by `mmt_upgrade.sampling` (temperature or uniform, times the factors); the
+  distribution is logged and written to `<save-dir>/sampling.json`. Validation and generation are the
+  parent task's.
 - It carries the new-parameter record (`mmt_upgrade.record`): read from the checkpoint fairseq-train
   starts from (`--finetune-from-model` or the resumed `checkpoint_last.pt`) or from the checkpoint
   fairseq-generate loads, and written into every checkpoint it saves.
 """
 import logging
+from pathlib import Path
 
 import torch
 from fairseq.optim.amp_optimizer import AMPOptimizer
@@ -20,6 +25,8 @@ from mmt_upgrade.errors import UserInputError
 from mmt_upgrade.languages import check_extends
 from mmt_upgrade.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
 from mmt_upgrade.record import TASK_STATE_KEY, NewParameterRecord
+from mmt_upgrade.sampling import SAMPLING_METHODS, check_upsampling, sampling_distribution
+from mmt_upgrade.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +39,12 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         parser.add_argument("--cpu-bf16", default="auto", choices=CPU_BF16_CHOICES,
                             help="bf16 autocast for forward passes on CPU (auto: on where the CPU has "
                                  "native bf16 instructions)")
+        parser.add_argument("--upsample-langs", default="", metavar="LANGS",
+                            help="multiply the sampling weight of every direction with one of these languages")
+        parser.add_argument("--upsample-factor", type=float, default=1.0, metavar="F")
+        parser.add_argument("--related-langs", default="", metavar="LANGS",
+                            help="old languages related to the new ones, up-sampled by --related-factor")
+        parser.add_argument("--related-factor", type=float, default=1.0, metavar="G")
 
     def __init__(self, args, langs, dicts, training):
         super().__init__(args, langs, dicts, training)
@@ -44,6 +57,34 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         self.state.merge_state_dict({"model_langs": list(langs)})
         self.record: NewParameterRecord | None = None
         self._state_loaded = False
+        self.upsample = [x for x in getattr(args, "upsample_langs", "").split(",") if x]
+        self.related = [x for x in getattr(args, "related_langs", "").split(",") if x]
+        if training and (self.upsample or self.related):
+            check_upsampling(self.langs, self.upsample, args.upsample_factor, self.related, args.related_factor)
+            if args.sampling_weights or args.sampling_weights_from_file:
+                raise UserInputError("--upsample-langs/--related-langs compute the sampling weights; "
+                                     "drop --sampling-weights")
+            if args.sampling_method not in SAMPLING_METHODS:
+                raise UserInputError(f"--upsample-langs/--related-langs need --sampling-method "
+                                     f"{' or '.join(SAMPLING_METHODS)} (got {args.sampling_method})")
+            # fairseq has no hook for per-direction weights computed from dataset sizes: replace the one method
+            self.data_manager.get_train_sampling_ratios = self._train_sampling_ratios
+
+    def _train_sampling_ratios(self, data_param_list, datasets, epoch=1, shard_epoch=None):
+        sizes = self.data_manager.get_train_dataset_sizes(data_param_list, datasets, epoch, shard_epoch)
+        keys = [param["key"] for param in data_param_list]
+        args = self.args
+        probs = sampling_distribution(keys, sizes, args.sampling_method, args.sampling_temperature, self.upsample,
+                                      args.upsample_factor, self.related, args.related_factor)
+        table = {k: {"size": n, "probability": round(p, 6)} for k, n, p in zip(keys, sizes, probs)}
+        logger.info("sampling distribution: %s", {k: v["probability"] for k, v in table.items()})
+        if getattr(args, "distributed_rank", 0) == 0 and getattr(args, "save_dir", None):
+            write_json_atomic(Path(args.save_dir) / "sampling.json", {
+                "method": args.sampling_method, "temperature": args.sampling_temperature,
+                "upsample": {"langs": self.upsample, "factor": args.upsample_factor},
+                "related": {"langs": self.related, "factor": args.related_factor},
+                "epoch": epoch, "directions": table})
+        return probs
 
     def load_state_dict(self, state_dict):
         saved = state_dict.get("model_langs")
@@ -69,6 +110,8 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
                 if task_state.get("model_langs") is not None:
                     check_extends(task_state["model_langs"], self.langs, f"--langs (loading {path})")
                 self._set_record(NewParameterRecord.from_task_state(task_state))
+        for name, param in model.named_parameters():  # names for --optimizer adam_scaled (kept by fp16 copies)
+            param.param_group = name
         if self.record is not None:
             self.record.check_shapes({n: tuple(p.shape) for n, p in model.state_dict().items()}, "--task upgrade_translation")
             logger.info("new-parameter record: %d whole parameters, %d with new slices",

@@ -1,0 +1,1 @@
+from . import adam_scaled  # noqa: F401
