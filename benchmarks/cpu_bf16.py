@@ -15,14 +15,14 @@ import re
 import statistics
 from pathlib import Path
 
-from mmt_upgrade.checkpoint import checkpoint_num_updates
 from mmt_upgrade.config import load_config
 from mmt_upgrade.data.prepare import prepare_data
 from mmt_upgrade.evaluate import evaluate
 from mmt_upgrade.paths import cache_dir
-from mmt_upgrade.train import fairseq_train_argv, run_fairseq_train
 
-INNER = re.compile(r" loss=([\d.]+).*?wps=([\d.]+).*?num_updates=(\d+)")
+from legs import inner_lines, run_legs, steady_wps  # benchmarks/ is the script's directory
+
+LOG_INTERVAL = 25
 VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)")
 
 
@@ -38,27 +38,15 @@ def main() -> None:
     modes = ("always", "never")
     cfg = load_config(args.config)
     data = prepare_data(cfg.data, cache_dir())
-    for upto in range(args.leg, args.updates + 1, args.leg):
-        for mode in modes:
-            run = out / mode
-            run.mkdir(parents=True, exist_ok=True)
-            if checkpoint_num_updates(run / "checkpoints" / "checkpoint_last.pt") >= upto:
-                continue  # leg done by an earlier invocation
-            flags = dict(cfg.train, **{
-                "cpu-bf16": mode, "max-update": upto, "save-interval-updates": args.leg,
-                "validate-interval-updates": args.updates, "log-interval": 25, "stop-time-hours": None,
-            })
-            cfg.train = flags
-            run_fairseq_train(fairseq_train_argv(cfg, data, run / "checkpoints", run / "train.log"))
+    run_legs(cfg, data, out, {mode: {"cpu-bf16": mode} for mode in modes}, args.updates, args.leg, LOG_INTERVAL)
     directions = [tuple(d.split("-")) for d in args.directions.split(",")]
     summary = {"config": args.config, "updates": args.updates, "directions": args.directions}
     for mode in modes:
         run = out / mode
         text = (run / "train.log").read_text()
-        inner = [(int(u), float(loss), float(wps)) for loss, wps, u in INNER.findall(text)]
+        inner = inner_lines(text)
         valid = [(int(u), float(loss)) for loss, u in VALID.findall(text)]
-        # the first log line of each leg includes start-up; keep steady-state lines only
-        steady = [w for i, (u, _, w) in enumerate(inner) if u % args.leg != 25]
+        steady = steady_wps(text, args.leg, LOG_INTERVAL)
         res = evaluate(run / "checkpoints" / "checkpoint_last.pt", data, run / "eval", "valid", 5, 6000,
                        directions=directions)
         summary[mode] = {
