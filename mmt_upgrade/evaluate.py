@@ -78,8 +78,16 @@ def evaluate(
     check_extends(data.langs, langs, f"evaluating {checkpoint} on {data.root}")
     del state
     ckpt_sha = sha256_file(checkpoint)
-    sp = load_spm(data.spm_model)
-    scorer = DirectionScorer(sp, f"{data.spm_model.name}@{data.manifest['hashes'][data.manifest['spm_model']][:12]}")
+    tokenizer = data.tokenizer
+    scorers: dict[str, DirectionScorer] = {}
+
+    def scorer_for(lang: str) -> DirectionScorer:
+        """spBLEU over the pieces of the target language's own SentencePiece model."""
+        path = tokenizer.model_path(lang)
+        if path.name not in scorers:
+            scorers[path.name] = DirectionScorer(load_spm(path), f"{path.name}@{data.manifest['hashes'][path.name][:12]}")
+        return scorers[path.name]
+
     directions = list(directions or data.directions)
     pivot = data.manifest["pivot"]
     hyp_dir = out_dir / "translations"
@@ -102,6 +110,7 @@ def evaluate(
                 log(f"evaluate {name}: {skipped} sentence(s) too long for the model, scored as empty output")
             write_text_atomic(hyp_file, "".join(h + "\n" for h in hyps))
             write_json_atomic(meta_file, meta | {"skipped": skipped})
+        scorer = scorer_for(tgt)
         train_targets = _read_lines(data.raw_file("train", src, tgt, tgt))
         constant = most_frequent(train_targets)
         per_direction[name] = scorer.score(hyps, refs).as_dict() | {
@@ -120,7 +129,8 @@ def evaluate(
         "beam": beam,
         "langs": langs,
         "new_langs": list(new_langs),
-        "signatures": scorer.signatures(),
+        "signatures": {**scorer.signatures(),
+                       "spbleu": "; ".join(x.signatures()["spbleu"] for x in scorers.values())},
         "directions": per_direction,
         "groups": group_means(per_direction, groups),
         "baseline_groups": {

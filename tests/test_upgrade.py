@@ -213,6 +213,12 @@ def test_upgraded_model_trains_resumes_and_translates_with_fairseq(extended, tin
     last = read_checkpoint(save / "checkpoint_last.pt")
     assert last["task_state"]["upgrade_record"] == expected and last["optimizer_history"][-1]["num_updates"] == 6
 
+    from mmt_upgrade.evaluate import evaluate  # spBLEU of each direction over its target language's pieces
+    results = evaluate(save / "checkpoint_last.pt", data, tmp_path / "eval", "test", 1, 4000,
+                       directions=[("it", "en"), ("en", "it")])
+    assert set(results["directions"]) == {"it-en", "en-it"}
+    assert "pieces:spm.old.model@" in results["signatures"]["spbleu"]
+    assert "pieces:spm.new.model@" in results["signatures"]["spbleu"]
     gen = run_cli("fairseq-generate", str(data.bin_dir), "--user-dir", argv[argv.index("--user-dir") + 1],
                   "--task", "upgrade_translation", "--langs", ",".join(data.langs), "--lang-pairs", "it-en",
                   "--encoder-langtok", "src", "--decoder-langtok", "-s", "it", "-t", "en",

@@ -105,6 +105,14 @@ class PreparedData:
     def directions(self) -> list[tuple[str, str]]:
         return [tuple(d.split("-")) for d in self.manifest["directions"]]
 
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """How each language was segmented: the upgraded tokenizer, or the one model for all."""
+        if "tokenizer" in self.manifest:
+            return Tokenizer(self.root, dict(self.manifest["tokenizer"]["models"]),
+                             dict(self.manifest["tokenizer"]["route"]))
+        return Tokenizer.single(self.spm_model, self.langs)
+
     def raw_file(self, split: str, src: str, tgt: str, lang: str) -> Path:
         a, b = sorted_pair(src, tgt, self.manifest["pivot"])
         return self.root / "raw" / f"{split}.{a}-{b}.{lang}"
@@ -265,8 +273,7 @@ def prepare_data(cfg: DataConfig, cache: Path, out_dir: Path | None = None) -> P
         "directions": [f"{s}-{t}" for s, t in directions(cfg.pivot, cfg.langs)],
         "translations": {lang: list(TRANSLATIONS[lang]) for lang in langs_all},
         "pairs": pairs_count,
-        # spBLEU's pieces: the model old languages are segmented with (comparable with the old model's data)
-        "spm_model": scoring_spm,
+        "spm_model": scoring_spm,  # the old languages' model (spBLEU uses each target language's own model)
         "tokenizer": {"models": tokenizer.models, "route": tokenizer.route},
         "dict": "dict.txt",
         "bin": "bin",
