@@ -39,11 +39,16 @@ def checkpoint_num_updates(path: Path) -> int:
     return int(read_checkpoint(path)["optimizer_history"][-1]["num_updates"])
 
 
+def cfg_fields(ns: Any) -> dict[str, Any]:
+    """The fields of a config section, which fairseq keeps as a dict or an `argparse.Namespace` (live view)."""
+    return ns if isinstance(ns, dict) else vars(ns)
+
+
 def checkpoint_task_cfg(state: dict[str, Any]) -> dict[str, Any]:
     task = state["cfg"].get("task") if isinstance(state["cfg"], dict) else None
     if task is None:
         raise UserInputError("checkpoint has no task configuration")
-    return task if isinstance(task, dict) else vars(task)
+    return cfg_fields(task)
 
 
 def checkpoint_langs(state: dict[str, Any]) -> list[str]:

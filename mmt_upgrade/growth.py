@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .checkpoint import cfg_fields
 from .errors import UserInputError
 from .record import NewParameterRecord
 
@@ -66,7 +67,7 @@ class GrowthOptions:
 
 
 def _cfg_get(model_cfg: Any, key: str) -> Any:
-    return model_cfg.get(key) if isinstance(model_cfg, dict) else getattr(model_cfg, key, None)
+    return cfg_fields(model_cfg).get(key)
 
 
 def stack_layers(model_state: Mapping[str, torch.Tensor], side: str) -> list[dict[str, torch.Tensor]]:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .checkpoint import checkpoint_langs, checkpoint_task_cfg, read_checkpoint
+from .checkpoint import cfg_fields, checkpoint_langs, checkpoint_task_cfg, read_checkpoint
 from .data.spm import SPECIALS, load_spm
 from .embeddings import (
     INIT_METHODS, composition_matrix, init_compose, init_mean, init_normal, init_random, init_unk, piece_segmenter,
@@ -183,7 +183,7 @@ def _update_cfg(state: dict[str, Any], langs: list[str], pairs: list[str]) -> No
     for ns in (state["cfg"].get("task"), state["cfg"].get("model"), state.get("args")):
         if ns is None:
             continue
-        fields = ns if isinstance(ns, dict) else vars(ns)
+        fields = cfg_fields(ns)
         fields["langs"] = langs
         if "lang_pairs" in fields:
             fields["lang_pairs"] = pairs if isinstance(fields["lang_pairs"], list) else ",".join(pairs)
@@ -192,12 +192,12 @@ def _update_cfg(state: dict[str, Any], langs: list[str], pairs: list[str]) -> No
 def _set_model_cfg(state: dict[str, Any], values: Mapping[str, Any]) -> None:
     for ns in (state["cfg"].get("model"), state.get("args")):
         if ns is not None:
-            (ns if isinstance(ns, dict) else vars(ns)).update(values)
+            cfg_fields(ns).update(values)
 
 
 def model_flags(model_cfg: Any) -> dict[str, Any]:
     """The size flags of the model as fairseq-train takes them (`encoder-layers`, ...)."""
-    fields = model_cfg if isinstance(model_cfg, dict) else vars(model_cfg)
+    fields = cfg_fields(model_cfg)
     keys = ("arch", "encoder_layers", "decoder_layers", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim")
     return {k.replace("_", "-"): fields[k] for k in keys if k in fields}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -44,11 +44,14 @@ class LoadedModel:
     model: torch.nn.Module
     symbols: list[str]  # fairseq's full symbol list: specials, pieces, language tokens
     tokenizer: Tokenizer
+    index: dict[str, int] = field(init=False, repr=False)  # symbol -> id, built once
+
+    def __post_init__(self) -> None:
+        self.index = {s: i for i, s in enumerate(self.symbols)}
 
     def ids(self, pieces: Sequence[str]) -> list[int]:
-        index = {s: i for i, s in enumerate(self.symbols)}
-        unk = index["<unk>"]
-        return [index.get(p, unk) for p in pieces]
+        unk = self.index["<unk>"]
+        return [self.index.get(p, unk) for p in pieces]
 
 
 def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> LoadedModel:
@@ -77,8 +80,8 @@ def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], t
     input and target `(B, T)` (the target starts with the language token, as fairseq trains)."""
     from fairseq.data import data_utils
 
-    pad, eos = m.symbols.index("<pad>"), m.symbols.index("</s>")
-    src_lt, tgt_lt = m.symbols.index(lang_token(src_lang)), m.symbols.index(lang_token(tgt_lang))
+    pad, eos = m.index["<pad>"], m.index["</s>"]
+    src_lt, tgt_lt = m.index[lang_token(src_lang)], m.index[lang_token(tgt_lang)]
     srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
     src_tokens = data_utils.collate_tokens(srcs, pad, left_pad=True)
     src_lengths = torch.tensor([len(s) for s in srcs])
@@ -101,10 +104,10 @@ def teacher_forced_logits(m: LoadedModel, src_tokens, src_lengths, prev) -> torc
 def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
            banned: torch.Tensor | None = None) -> list[list[str]]:
     """Greedy decoding as fairseq-generate starts it (`</s> __tgt__`); `banned` ids never win."""
-    eos = m.symbols.index("</s>")
+    eos = m.index["</s>"]
     bsz = src_tokens.shape[0]
     enc = m.model.encoder(src_tokens, src_lengths=src_lengths)
-    tokens = torch.tensor([[eos, m.symbols.index(lang_token(tgt_lang))]]).repeat(bsz, 1)
+    tokens = torch.tensor([[eos, m.index[lang_token(tgt_lang)]]]).repeat(bsz, 1)
     done = torch.zeros(bsz, dtype=torch.bool)
     state: dict = {}
     for _ in range(max_len):
@@ -127,8 +130,7 @@ def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
 def verify_direction(old: LoadedModel, new: LoadedModel, src_lang: str, tgt_lang: str, src_lines: list[str],
                      tgt_lines: list[str], extend: bool, batch_size: int = 16) -> dict:
     """Figures for one direction; old symbols are found in the new model by string."""
-    new_index = {s: i for i, s in enumerate(new.symbols)}
-    keep = torch.tensor([new_index[s] for s in old.symbols]) if extend else None
+    keep = torch.tensor([new.index[s] for s in old.symbols]) if extend else None
     banned = None
     if extend:
         mask = torch.ones(len(new.symbols), dtype=torch.bool)
@@ -151,7 +153,7 @@ def verify_direction(old: LoadedModel, new: LoadedModel, src_lang: str, tgt_lang
         lp_old = teacher_forced_logits(old, *o[:3]).log_softmax(-1)
         logits_new = teacher_forced_logits(new, *n[:3])
         lp_new = logits_new[..., keep].log_softmax(-1)
-        valid = o[3] != old.symbols.index("<pad>")
+        valid = o[3] != old.index["<pad>"]
         max_diff = max(max_diff, float((lp_old - lp_new).abs()[valid].max()))
         full = logits_new.log_softmax(-1)
         new_mass += float(full[..., banned].logsumexp(-1).exp()[valid].sum())
