@@ -11,4 +11,4 @@ import torch
 
 torch.serialization.add_safe_globals([argparse.Namespace])
 
-from . import optim, tasks  # noqa: E402,F401  (registers the plugins)
+from . import criterions, optim, tasks  # noqa: E402,F401  (registers the plugins)

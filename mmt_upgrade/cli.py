@@ -195,6 +195,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 1
 
 
+def cmd_distill_cache(args: argparse.Namespace) -> int:
+    from .data.prepare import PreparedData
+    from .distill.cache import build_cache
+    from .distill.distiller import DistillOptions, Distiller, student_tokenizer
+    from .vocab import model_symbols, read_dictionary
+
+    data = PreparedData.open(Path(args.data))
+    opts = DistillOptions.from_namespace(args)
+    symbols = model_symbols(read_dictionary(data.dictionary), data.langs)
+    distiller = Distiller(opts, symbols, data.langs, student_tokenizer(data.bin_dir, opts.student_tokenizer))
+    counts = build_cache(distiller, data.bin_dir, Path(args.out), data.directions, args.split, args.shard_size,
+                         args.max_tokens)
+    print(json.dumps(counts))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmt-upgrade", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sentences", type=int, default=100, help="dev sentences per direction (default: 100)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_verify)
+
+    from .distill.distiller import DistillOptions
+
+    p = sub.add_parser("distill-cache", help="run the teacher once over the training data for "
+                                             "--criterion cross_vocab_distillation --teacher-cache DIR")
+    p.add_argument("--data", required=True, help="the student's prepared data directory")
+    p.add_argument("--out", required=True, help="the cache directory (an interrupted build resumes there)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--shard-size", type=int, default=2000, help="examples per shard file")
+    p.add_argument("--max-tokens", type=int, default=6000, help="teacher batch size in target tokens")
+    DistillOptions.add_arguments(p, skip=("teacher_cache", "kd_weight", "lexical_ratio"))
+    p.set_defaults(func=cmd_distill_cache)
 
     p = sub.add_parser("pipeline", help="data -> train -> evaluate on a config (the main job)")
     _add_config(p)

@@ -1,0 +1,1 @@
+from . import cross_vocab_distillation  # noqa: F401

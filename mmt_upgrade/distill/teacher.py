@@ -1,0 +1,102 @@
+"""The teacher: the old model, frozen, reading the student's examples through its own vocabulary."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..checkpoint import checkpoint_langs, checkpoint_task_cfg, read_checkpoint
+from ..data.spm import SPECIALS, load_spm
+from ..errors import UserInputError
+from ..vocab import Tokenizer, check_spm_matches_dictionary, read_dictionary
+from .align import TeacherExample
+
+
+@dataclass
+class TeacherVocab:
+    """The teacher's symbols, languages and SentencePiece model, checked against each other."""
+
+    path: Path
+    spm_path: Path
+    langs: list[str]
+    symbols: list[str]
+    rows: int
+
+    @classmethod
+    def load(cls, path: Path, spm_path: Path, data_dir: Path | None = None) -> "TeacherVocab":
+        """Languages from the checkpoint; its dictionary from the data directory it was trained on
+        (`data_dir` overrides the one the checkpoint names)."""
+        path, spm_path = Path(path), Path(spm_path)
+        state = read_checkpoint(path, mmap=True)
+        task = checkpoint_task_cfg(state)
+        langs = checkpoint_langs(state)
+        if not task.get("decoder_langtok") or task.get("encoder_langtok") != "src":
+            raise UserInputError(f"--teacher-path {path}: trained without --encoder-langtok src --decoder-langtok; "
+                                 f"cross-vocabulary distillation reads each example's languages from those tokens")
+        data_dir = Path(data_dir or task["data"])
+        dict_path = data_dir / f"dict.{langs[0]}.txt"
+        if not dict_path.is_file():
+            raise UserInputError(f"--teacher-path {path}: its dictionary {dict_path} is missing; pass "
+                                 f"--teacher-data DIR (the teacher's data-bin directory)")
+        pieces = read_dictionary(dict_path)
+        symbols = list(SPECIALS) + pieces + [f"__{lang}__" for lang in langs]
+        rows = state["model"]["decoder.embed_tokens.weight"].shape[0]
+        if rows != len(symbols):
+            raise UserInputError(f"--teacher-path {path} has {rows} embedding rows but its dictionary {dict_path} "
+                                 f"with {len(langs)} language tokens gives {len(symbols)}: they do not belong together")
+        if not spm_path.is_file():
+            raise UserInputError(f"--teacher-spm {spm_path} not found")
+        check_spm_matches_dictionary(load_spm(spm_path), spm_path, pieces, dict_path)
+        return cls(path, spm_path, langs, symbols, rows)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(checkpoint_task_cfg(read_checkpoint(self.path, mmap=True))["data"])
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.single(self.spm_path, self.langs)
+
+
+def teacher_batch(examples: Sequence[TeacherExample], pad: int, eos: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """fairseq's batch layout for the teacher: left-padded sources `(B, S)`, their lengths `(B,)`,
+    decoder input `</s> __tgt__ y` and target `__tgt__ y </s>`, right-padded `(B, Tt)`."""
+    from fairseq.data import data_utils
+
+    srcs = [torch.from_numpy(e.src) for e in examples]
+    tgts = [torch.from_numpy(e.tgt) for e in examples]
+    src_tokens = data_utils.collate_tokens(srcs, pad, left_pad=True)
+    src_lengths = torch.tensor([len(s) for s in srcs])
+    target = data_utils.collate_tokens(tgts, pad, left_pad=False)
+    prev = data_utils.collate_tokens(tgts, pad, eos, left_pad=False, move_eos_to_beginning=True)
+    return src_tokens, src_lengths, prev, target
+
+
+class Teacher:
+    """The old model, loaded once by fairseq, in eval mode and without gradients. It is not a module
+    of the criterion (fairseq would train, save and cast it), so it follows the student itself."""
+
+    def __init__(self, vocab: TeacherVocab, data_dir: Path | None = None):
+        from ..verify import load_model
+
+        self.vocab = vocab
+        self.loaded = load_model(vocab.path, Path(data_dir or vocab.data_dir), vocab.tokenizer())
+        for p in self.loaded.model.parameters():
+            p.requires_grad_(False)
+        self.pad, self.eos = vocab.symbols.index("<pad>"), vocab.symbols.index("</s>")
+
+    def follow(self, like: Tensor) -> None:
+        """Same device, and same dtype when the student itself is half precision."""
+        dtype = like.dtype if like.dtype in (torch.float16, torch.bfloat16) else torch.float32
+        p = next(self.loaded.model.parameters())
+        if p.device != like.device or p.dtype != dtype:
+            self.loaded.model.to(device=like.device, dtype=dtype)
+
+    @torch.no_grad()
+    def logits(self, examples: Sequence[TeacherExample], device: torch.device) -> tuple[Tensor, Tensor]:
+        """`(B, Tt, Vt)` output logits on the teacher's target `(B, Tt)`, teacher-forced."""
+        src_tokens, src_lengths, prev, target = (x.to(device) for x in teacher_batch(examples, self.pad, self.eos))
+        logits, _ = self.loaded.model(src_tokens, src_lengths, prev)
+        return logits, target
