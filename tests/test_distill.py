@@ -13,7 +13,7 @@ import torch
 from mmt_upgrade.data.prepare import DataConfig, PreparedData, prepare_data
 from mmt_upgrade.distill.cache import _dataset, build_cache
 from mmt_upgrade.distill.distiller import DistillOptions, Distiller
-from mmt_upgrade.distill.losses import KD_METHODS
+from mmt_upgrade.distill.losses import KD_METHODS, StudentOutput
 from mmt_upgrade.errors import UserInputError
 from mmt_upgrade.paths import cache_dir
 from mmt_upgrade.verify import load_model
@@ -84,9 +84,9 @@ def _student(path: Path, data: PreparedData):
 def _kd(distiller: Distiller, model, batch) -> tuple[torch.Tensor, int, int]:
     logits, _ = model(**batch["net_input"])
     lprobs = torch.log_softmax(logits.float(), -1)
-    ce_tok = -lprobs.gather(-1, batch["target"].unsqueeze(-1)).squeeze(-1)
-    return distiller.kd(logits, lprobs, batch["target"], ce_tok, batch["net_input"]["src_tokens"],
-                        next(model.parameters()))
+    nll = -lprobs.gather(-1, batch["target"].unsqueeze(-1)).squeeze(-1)
+    student = StudentOutput(logits, lprobs, nll, nll)
+    return distiller.kd(student, batch["target"], batch["net_input"]["src_tokens"], next(model.parameters()))
 
 
 @pytest.mark.parametrize("method", ["shared", "alm"])
@@ -141,6 +141,10 @@ def test_bad_teacher_languages_and_caches_fail_with_one_clear_message(models, tm
                 tmp_path / "c", data.directions, shard_size=30)
     fails("is stale: it was built with another method", kd_method="shared", teacher_cache=str(tmp_path / "c"))
     fails("is stale: it was built with another temperature", kd_method="alm", kd_temperature=50.0, teacher_cache=str(tmp_path / "c"))
+    complete = Distiller(_opts(models, kd_method="alm", teacher_cache=str(tmp_path / "c")), symbols, data.langs,
+                         data.tokenizer)
+    with pytest.raises(UserInputError, match="no entry for a training example: the data changed"):
+        complete.cache.get(b"\0" * 16)
     shard = sorted((tmp_path / "c").glob("*.pt"))[1]
     shard.unlink()
     fails("is partial \\(1 of 16 shards missing\\)", kd_method="alm", teacher_cache=str(tmp_path / "c"))

@@ -20,6 +20,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
 from fairseq.logging import metrics
 
 from mmt_upgrade.distill.distiller import DistillOptions, Distiller, student_tokenizer
+from mmt_upgrade.distill.losses import StudentOutput
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         ce, nll = ce_tok.sum(), nll_tok.sum()
         kd, aligned, distilled = ce.new_zeros(()), 0, 0
         if model.training:
-            kd, aligned, distilled = self.distiller.kd(net_output[0], lprobs, target, ce_tok,
-                                                       sample["net_input"]["src_tokens"], next(model.parameters()))
+            student = StudentOutput(net_output[0], lprobs, nll_tok, ce_tok)
+            kd, aligned, distilled = self.distiller.kd(student, target, sample["net_input"]["src_tokens"],
+                                                       next(model.parameters()))
         loss = ce + kd
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {

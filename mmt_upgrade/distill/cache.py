@@ -21,7 +21,7 @@ from ..vocab import Tokenizer, lang_token
 from .losses import BatchAlignment, KDMethod
 from .teacher import TeacherVocab
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump whenever a method's stored signal changes meaning or layout
 MANIFEST = "manifest.json"
 
 
@@ -115,7 +115,7 @@ def build_cache(distiller, data_bin: Path, out: Path, directions: Sequence[tuple
                                  f"remove it or choose another --out")
     write_json_atomic(manifest_path, manifest)
     sym = {lang: distiller.aligner.s_symbols.tolist().index(lang_token(lang)) for lang in distiller.langs}
-    counts = {"examples": 0, "cached": 0, "skipped_unk": 0, "aligned_tokens": 0, "target_tokens": 0}
+    counts = {"examples": 0, "cached": 0, "skipped_unk": 0}
     for (s, t, n), name in shards.items():
         if (out / name).is_file():
             continue

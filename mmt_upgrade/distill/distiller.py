@@ -14,8 +14,8 @@ from ..data.prepare import PreparedData
 from ..data.spm import SPECIALS, load_spm
 from ..errors import UserInputError
 from ..vocab import TOKENIZER_FILE, Tokenizer, lang_token
-from .align import ExampleAligner, TeacherExample, example_key
-from .losses import KD_METHODS, BatchAlignment, KDMethod, KDVocab
+from .align import ExampleAligner, TargetAlignment, TeacherExample, example_key
+from .losses import KD_METHODS, BatchAlignment, KDMethod, KDVocab, StudentOutput
 from .teacher import Teacher, TeacherVocab
 
 
@@ -119,6 +119,7 @@ class Distiller:
             tokenizer.model_path(lang)  # the student's tokenizer must know every distilled language
         exclude = set(SPECIALS) - {"</s>"} | {lang_token(x) for x in set(student_langs) | set(self.tvocab.langs)}
         self.kd_vocab = KDVocab.from_symbols(student_symbols, self.tvocab.symbols, exclude)
+        self._on = torch.device("cpu")  # where the method's vocabulary tensors are
         method_cls = KD_METHODS[opts.kd_method]
         self.method: KDMethod = method_cls(self.kd_vocab, opts.kd_temperature, opts.kd_topk, opts.lexical_ratio)
         self.weight = method_cls.weight if opts.kd_weight is None else opts.kd_weight
@@ -157,27 +158,31 @@ class Distiller:
                 views.append(v[1])
         return rows, keys, views
 
-    def kd(self, logits: Tensor, lprobs: Tensor, target: Tensor, ce_tok: Tensor, src_tokens: Tensor,
+    def kd(self, student: StudentOutput, target: Tensor, src_tokens: Tensor,
            student_param: Tensor) -> tuple[Tensor, int, int]:
         """`(kd_sum, aligned, distilled)`: the weighted distillation loss of the batch, the student target
-        tokens it covers, and the target tokens (besides language tokens) of the distilled examples. logits/lprobs `(B, Ts, Vs)`,
-        ce_tok `(B, Ts)`; `student_param`: any student parameter (the teacher follows its device and dtype)."""
+        tokens it covers, and the target tokens (besides language tokens) of the distilled examples.
+        `student_param`: any student parameter (the teacher follows its device and dtype)."""
         rows, keys, views = self.select(src_tokens, target)
         if not rows:
-            return lprobs.new_zeros(()), 0, 0
-        device = logits.device
-        idx = torch.tensor(rows, device=device)
-        s_target = target[idx]
-        t_len = max(len(v.tgt) for v in views)
-        align = BatchAlignment.collate([v.align for v in views], s_target.shape[1], t_len).to(device)
+            return student.ce.new_zeros(()), 0, 0
+        device = target.device
+        if device != self._on:
+            self.method.vocab, self._on = self.kd_vocab.to(device), device
+        per_row: list[TargetAlignment | None] = [None] * target.shape[0]
+        for r, v in zip(rows, views):
+            per_row[r] = v.align
+        align = BatchAlignment.collate(per_row, target.shape[1], max(len(v.tgt) for v in views)).to(device)
+        rows_t = torch.tensor(rows, device=device)
+        sub = align.subset(rows_t)
         if self.cache is not None:
-            signal = self.method.collate([self.cache.get(k) for k in keys], align).to(device)
+            signal = self.method.collate([self.cache.get(k) for k in keys], sub).to(device)
         else:
             self.teacher.follow(student_param)
             t_logits, t_target = self.teacher.logits(views, device)
-            signal = self.method.teacher_signal(t_logits, t_target, align)
-        kd, aligned = self.method.loss(logits[idx], lprobs[idx], s_target, ce_tok[idx], align, signal)
-        distilled = int((s_target != self.pad).sum()) - len(rows)  # text and </s>: not the language tokens
+            signal = self.method.teacher_signal(t_logits, t_target, sub)
+        kd, aligned = self.method.loss(student, align, self.method.expand(signal, rows_t, align))
+        distilled = int((target[rows_t] != self.pad).sum()) - len(rows)  # text and </s>: not the language tokens
         return self.weight * kd, int(aligned), distilled
 
     def describe(self) -> str:

@@ -32,7 +32,8 @@ def log1mexp(x: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class BatchAlignment:
-    """`TargetAlignment`s of a batch, padded: chunk ids -1 and masks False past each example."""
+    """`TargetAlignment`s of a batch, padded: chunk ids -1 and masks False past each example and on the
+    rows of examples that are not distilled (None)."""
 
     s_chunk: Tensor  # (B, Ts) long
     t_chunk: Tensor  # (B, Tt) long
@@ -46,21 +47,27 @@ class BatchAlignment:
     s_len: Tensor  # (B,) long: student target length (language token, pieces, </s>)
 
     @classmethod
-    def collate(cls, aligns: Sequence[TargetAlignment], s_len: int, t_len: int) -> "BatchAlignment":
-        b, c = len(aligns), max(a.n_chunks for a in aligns)
+    def collate(cls, aligns: Sequence[TargetAlignment | None], s_len: int, t_len: int) -> "BatchAlignment":
+        b, c = len(aligns), max((a.n_chunks for a in aligns if a is not None), default=1)
         arrays = {name: np.full((b, n), fill, dtype=type(fill))
                   for name, n, fill in (("s_chunk", s_len, -1), ("t_chunk", t_len, -1), ("chunk_ok", c, False),
                                         ("word_end", c, False), ("same_piece", c, False), ("one_to_one", c, False),
                                         ("s_lo", s_len, 0), ("s_hi", s_len, 0))}
         for i, a in enumerate(aligns):
-            for name, arr in arrays.items():
-                row = getattr(a, name)
-                arr[i, : len(row)] = row
+            if a is not None:
+                for name, arr in arrays.items():
+                    row = getattr(a, name)
+                    arr[i, : len(row)] = row
         return cls(**{name: torch.from_numpy(arr) for name, arr in arrays.items()},
-                   n_chunks=torch.tensor([a.n_chunks for a in aligns]), s_len=torch.tensor([len(a.s_chunk) for a in aligns]))
+                   n_chunks=torch.tensor([a.n_chunks if a is not None else 0 for a in aligns]),
+                   s_len=torch.tensor([len(a.s_chunk) if a is not None else 0 for a in aligns]))
 
     def to(self, device: torch.device) -> "BatchAlignment":
         return BatchAlignment(**{k: v.to(device) for k, v in vars(self).items()})
+
+    def subset(self, rows: Tensor) -> "BatchAlignment":
+        """The rows of the distilled examples (what the teacher sees)."""
+        return BatchAlignment(**{k: v[rows] for k, v in vars(self).items()})
 
     def positions(self, chunks: Tensor) -> tuple[Tensor, Tensor]:
         """Student and teacher positions `(B, Ts)`, `(B, Tt)` bool whose chunk is selected by `chunks` (B, C)."""
@@ -68,52 +75,83 @@ class BatchAlignment:
             return (chunk >= 0) & chunks.gather(1, chunk.clamp(min=0))
         return pick(self.s_chunk), pick(self.t_chunk)
 
-    def tokens_in(self, chunks: Tensor) -> Tensor:
-        """How many student target tokens lie in the selected chunks."""
-        return self.positions(chunks)[0].sum()
-
 
 @dataclass(frozen=True)
 class KDVocab:
-    """What the losses need to know about the two vocabularies, as index tensors."""
+    """What the losses need to know about the two vocabularies, as index and mask tensors."""
 
     s_shared: Tensor  # (K,) student ids of the pieces both vocabularies have
     t_shared: Tensor  # (K,) teacher ids of the same pieces, in the same order
-    s_word: Tensor  # (Vs,) bool: W, pieces that start a word, and </s>
-    t_word: Tensor  # (Vt,) bool
+    t_to_shared: Tensor  # (Vt,) long: position in the shared list, -1 for teacher-only symbols
+    s_shared_f: Tensor  # (Vs,) float 0/1
+    t_shared_f: Tensor  # (Vt,) float 0/1
+    s_word_f: Tensor  # (Vs,) float 0/1: W, pieces that start a word, and </s>
+    t_word_f: Tensor  # (Vt,) float 0/1
 
     @classmethod
     def from_symbols(cls, student: Sequence[str], teacher: Sequence[str], exclude: set[str]) -> "KDVocab":
         """`exclude`: symbols that are not text (`<s> <pad> <unk>`, language tokens)."""
         t_index = {s: i for i, s in enumerate(teacher) if s not in exclude}
         pairs = [(i, t_index[s]) for i, s in enumerate(student) if s in t_index]
-        s_ids, t_ids = zip(*pairs) if pairs else ((), ())
+        s_ids = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+        t_ids = torch.tensor([j for _, j in pairs], dtype=torch.long)
+        t_to_shared = torch.full((len(teacher),), -1, dtype=torch.long)
+        t_to_shared[t_ids] = torch.arange(len(pairs))
+
+        def indicator(ids: Tensor, n: int) -> Tensor:
+            return torch.zeros(n).index_fill_(0, ids, 1.0)
 
         def word(symbols: Sequence[str]) -> Tensor:
-            return torch.tensor([s.startswith(WORD_START) or s == "</s>" for s in symbols])
-        return cls(torch.tensor(s_ids, dtype=torch.long), torch.tensor(t_ids, dtype=torch.long),
+            return torch.tensor([float(s.startswith(WORD_START) or s == "</s>") for s in symbols])
+        return cls(s_ids, t_ids, t_to_shared, indicator(s_ids, len(student)), indicator(t_ids, len(teacher)),
                    word(student), word(teacher))
 
     def to(self, device: torch.device) -> "KDVocab":
         return KDVocab(**{k: v.to(device) for k, v in vars(self).items()})
 
 
-def chunk_logprob(lprobs: Tensor, target: Tensor, chunk: Tensor, word_end: Tensor, word: Tensor) -> Tensor:
+class _SubsetLogMass(torch.autograd.Function):
+    """`log Σ_{v∈subset} exp(lp_v)` and `lp` at `ids`, with one dense pass for the gradient of both
+    (a masked logsumexp plus a gather would allocate and fill two more `(B, T, V)` tensors)."""
+
+    @staticmethod
+    def forward(ctx, lp: Tensor, subset: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        p = lp.exp().mul_(subset)  # kept for the backward pass: one exp instead of two
+        mass = p.sum(-1).clamp_min(1e-30)
+        ctx.save_for_backward(p, mass, ids)
+        return mass.log(), lp.gather(-1, ids)
+
+    @staticmethod
+    def backward(ctx, g_log_mass: Tensor, g_at: Tensor):
+        p, mass, ids = ctx.saved_tensors
+        grad = p * (g_log_mass / mass).unsqueeze(-1)
+        if ids.shape[-1]:
+            grad.scatter_add_(-1, ids, g_at)
+        return grad, None, None
+
+
+def subset_log_mass(lp: Tensor, subset: Tensor, ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """lp `(..., V)` log-probabilities, subset `(V,)` 0/1, ids `(..., k)`: `(log mass (...), lp at ids (..., k))`."""
+    if ids is None:
+        ids = torch.zeros(*lp.shape[:-1], 0, dtype=torch.long, device=lp.device)
+    return _SubsetLogMass.apply(lp, subset, ids)
+
+
+def chunk_logprob(ref: Tensor, log_w: Tensor, chunk: Tensor, word_end: Tensor) -> Tensor:
     """`(B, C)` log-likelihood of every chunk on one model's own path, debiased where a word ends with
     the chunk by the log-mass of W at the next position (ALM's "append space").
 
-    lprobs `(B, T, V)` fp32, target `(B, T)`, chunk `(B, T)` (-1: none), word_end `(B, C)`, word `(V,)`.
+    ref `(B, T)`: log-prob of each target piece; log_w `(B, T)`: log-mass of W at each position;
+    chunk `(B, T)` (-1: none); word_end `(B, C)`.
     """
-    b, t, _ = lprobs.shape
+    b, t = ref.shape
     c = word_end.shape[1]
     slot = torch.where(chunk >= 0, chunk, c)  # column c collects the positions in no chunk
-    ref = lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1).masked_fill(chunk < 0, 0.0)
-    path = ref.new_zeros(b, c + 1).scatter_add(1, slot, ref)[:, :c]
+    path = ref.new_zeros(b, c + 1).scatter_add(1, slot, ref.masked_fill(chunk < 0, 0.0))[:, :c]
     pos = torch.arange(t, device=chunk.device).expand(b, t)
     last = torch.full((b, c + 1), -1, dtype=torch.long, device=chunk.device).scatter_reduce(
         1, slot, pos, "amax", include_self=True)[:, :c]
     nxt = (last + 1).clamp(0, t - 1)
-    log_w = torch.logsumexp(lprobs.masked_fill(~word, float("-inf")), dim=-1)  # (B, T)
     return path + torch.where(word_end, log_w.gather(1, nxt), torch.zeros_like(path))
 
 
@@ -122,6 +160,20 @@ def binary_kl(log_a: Tensor, log_b: Tensor) -> Tensor:
     minus the teacher's entropy: the same gradient, and zero when the student matches the teacher."""
     log_a, log_b = log_a.double().clamp(max=-1e-12), log_b.double().clamp(max=-1e-12)
     return log_a.exp() * (log_a - log_b) + (-torch.expm1(log_a)) * (log1mexp(log_a) - log1mexp(log_b))
+
+
+@dataclass(frozen=True)
+class StudentOutput:
+    """The student's side of a batch, as the criterion computed it."""
+
+    logits: Tensor  # (B, Ts, Vs) output logits (any dtype)
+    lprobs: Tensor  # (B, Ts, Vs) fp32 log-probs
+    nll: Tensor  # (B, Ts) -log p of each target piece (0 on padding), with gradient
+    ce: Tensor  # (B, Ts) label-smoothed per-token loss
+
+    def log_probs(self, tau: float) -> Tensor:
+        """log-softmax at temperature `tau` (the criterion's own at 1)."""
+        return self.lprobs if tau == 1.0 else F.log_softmax(self.logits.float() / tau, dim=-1)
 
 
 class KDMethod:
@@ -139,18 +191,17 @@ class KDMethod:
 
     def __init__(self, vocab: KDVocab, temperature: float | None = None, topk: int = 16, ratio: float = 0.4):
         self.vocab = vocab
-        self.tau = self.temperature if temperature is None else temperature
+        self.tau = float(self.temperature if temperature is None else temperature)
         self.topk = topk
         self.ratio = ratio
 
     def teacher_signal(self, t_logits: Tensor, t_target: Tensor, align: BatchAlignment) -> Tensor:
-        """From the teacher's output logits `(B, Tt, Vt)` on its target `(B, Tt)`."""
+        """From the teacher's output logits `(B, Tt, Vt)` on its target `(B, Tt)` (distilled rows only)."""
         raise NotImplementedError
 
-    def loss(self, s_logits: Tensor, s_lprobs: Tensor, s_target: Tensor, ce_tok: Tensor, align: BatchAlignment,
-             signal: Tensor) -> tuple[Tensor, Tensor]:
+    def loss(self, student: StudentOutput, align: BatchAlignment, signal: Tensor) -> tuple[Tensor, Tensor]:
         """`(kd_sum, aligned)`: the distillation loss summed over the batch, and how many student target
-        tokens it covers. s_logits/s_lprobs `(B, Ts, Vs)`, ce_tok `(B, Ts)` per-token CE."""
+        tokens it covers (whole batch: `align` and `signal` have a row for every example)."""
         raise NotImplementedError
 
     def lengths(self, align: BatchAlignment) -> Tensor:
@@ -177,6 +228,15 @@ class KDMethod:
             return out
         return torch.from_numpy(np.concatenate(parts))
 
+    def expand(self, signal: Tensor, rows: Tensor, batch: BatchAlignment) -> Tensor:
+        """The signal of the distilled rows placed in the whole batch (flat signals already are: the
+        other rows have no aligned positions)."""
+        if not self.padded:
+            return signal
+        out = signal.new_full((len(batch.s_len), self.width(batch)), float("nan"))
+        out[rows, : signal.shape[1]] = signal
+        return out
+
 
 class ALM(KDMethod):
     """Approximate likelihood matching: binarised chunk likelihoods at temperature τ = 100."""
@@ -193,13 +253,15 @@ class ALM(KDMethod):
     def teacher_signal(self, t_logits, t_target, align):
         """`(B, C)` the teacher's debiased chunk log-likelihoods."""
         lprobs = F.log_softmax(t_logits.float(), dim=-1)
-        return chunk_logprob(lprobs, t_target, align.t_chunk, align.word_end, self.vocab.t_word)
+        log_w, ref = subset_log_mass(lprobs, self.vocab.t_word_f, t_target.unsqueeze(-1))
+        return chunk_logprob(ref.squeeze(-1), log_w, align.t_chunk, align.word_end)
 
-    def loss(self, s_logits, s_lprobs, s_target, ce_tok, align, signal):
-        s_chunk = chunk_logprob(s_lprobs, s_target, align.s_chunk, align.word_end, self.vocab.s_word)
+    def loss(self, student, align, signal):
+        log_w, _ = subset_log_mass(student.lprobs, self.vocab.s_word_f)
+        s_chunk = chunk_logprob(-student.nll, log_w, align.s_chunk, align.word_end)
         use = align.chunk_ok
         kl = binary_kl(signal.masked_fill(~use, -1.0) / self.tau, s_chunk.masked_fill(~use, -1.0) / self.tau)
-        return (kl * use).sum().float(), align.tokens_in(use)
+        return (kl * use).sum().float(), align.positions(use)[0].sum()
 
 
 class _PositionMethod(KDMethod):
@@ -213,9 +275,10 @@ class _PositionMethod(KDMethod):
     def lengths(self, align):
         return align.positions(self.chunks(align))[0].sum(1)
 
-    def select(self, logits: Tensor, mask: Tensor) -> Tensor:
-        """`(N, V)` fp32 rows of `logits` `(B, T, V)` at the selected positions `(B, T)`."""
-        return logits[mask].float()
+    def teacher_log_probs(self, t_logits: Tensor, align: BatchAlignment) -> Tensor:
+        """`(N, Vt)` the teacher's log-probs at τ at its aligned positions."""
+        t_mask = align.positions(self.chunks(align))[1]
+        return F.log_softmax(t_logits[t_mask].float() / self.tau, dim=-1)
 
 
 class SharedKL(_PositionMethod):
@@ -228,19 +291,23 @@ class SharedKL(_PositionMethod):
         return align.same_piece & align.chunk_ok
 
     def teacher_signal(self, t_logits, t_target, align):
-        """`(N, 2k)`: the teacher's top-k shared log-probs at τ, then their indices into the shared list."""
-        t_mask = align.positions(self.chunks(align))[1]
-        lp = F.log_softmax(self.select(t_logits, t_mask)[:, self.vocab.t_shared] / self.tau, dim=-1)
-        k = min(self.topk or lp.shape[1], lp.shape[1])
-        vals, idx = lp.topk(k, dim=-1)
-        return torch.cat([vals, idx.to(vals.dtype)], dim=1)
+        """`(N, 2k)`: the teacher's top-k shared log-probs at τ (renormalised over the shared pieces),
+        then their indices into the shared list."""
+        lp = self.teacher_log_probs(t_logits, align)
+        log_z, _ = subset_log_mass(lp, self.vocab.t_shared_f)
+        k = min(self.topk or len(self.vocab.t_shared), len(self.vocab.t_shared))
+        vals, ids = lp.masked_fill(self.vocab.t_shared_f == 0, float("-inf")).topk(k, dim=-1)
+        return torch.cat([vals - log_z.unsqueeze(-1), self.vocab.t_to_shared[ids].to(vals.dtype)], dim=1)
 
-    def loss(self, s_logits, s_lprobs, s_target, ce_tok, align, signal):
-        chunks = self.chunks(align)
-        s_mask = align.positions(chunks)[0]
+    def loss(self, student, align, signal):
+        s_mask = align.positions(self.chunks(align))[0]
         k = signal.shape[1] // 2
-        t_lp, idx = signal[:, :k], signal[:, k:].long()
-        s_lp = F.log_softmax(self.select(s_logits, s_mask)[:, self.vocab.s_shared] / self.tau, dim=-1).gather(1, idx)
+        t_lp = signal[:, :k]
+        lp = student.log_probs(self.tau)
+        ids = torch.zeros(*lp.shape[:-1], k, dtype=torch.long, device=lp.device)
+        ids[s_mask] = self.vocab.s_shared[signal[:, k:].long()]
+        log_z, at = subset_log_mass(lp, self.vocab.s_shared_f, ids)
+        s_lp = (at - log_z.unsqueeze(-1))[s_mask]  # (N, k) renormalised over the shared pieces
         kl = (t_lp.exp() * (t_lp - s_lp)).sum(-1)
         if k < len(self.vocab.s_shared):  # the rest of the shared mass, one bucket on each side
             t_tail = log1mexp(torch.logsumexp(t_lp, -1).clamp(max=-1e-7))
@@ -257,15 +324,14 @@ class ULD(_PositionMethod):
 
     def teacher_signal(self, t_logits, t_target, align):
         """`(N, k)` the teacher's k largest probabilities at τ, sorted."""
-        t_mask = align.positions(self.chunks(align))[1]
-        p = F.softmax(self.select(t_logits, t_mask) / self.tau, dim=-1)
-        return p.topk(min(self.topk or p.shape[1], p.shape[1]), dim=-1).values
+        lp = self.teacher_log_probs(t_logits, align)
+        return lp.topk(min(self.topk or lp.shape[1], lp.shape[1]), dim=-1).values.exp()
 
-    def loss(self, s_logits, s_lprobs, s_target, ce_tok, align, signal):
+    def loss(self, student, align, signal):
         s_mask = align.positions(self.chunks(align))[0]
-        p = F.softmax(self.select(s_logits, s_mask) / self.tau, dim=-1)
+        lp = student.log_probs(self.tau)
         k = signal.shape[1]
-        s_top = p.topk(min(k, p.shape[1]), dim=-1).values
+        s_top = lp.topk(min(k, lp.shape[-1]), dim=-1).values[s_mask].exp()  # (N, k)
         width = max(k, s_top.shape[1])
         t_top, s_top = F.pad(signal, (0, width - k)), F.pad(s_top, (0, width - s_top.shape[1]))
         dist = (s_top - t_top).abs().sum(-1) + ((1 - s_top.sum(-1)) - (1 - t_top.sum(-1))).abs()
@@ -301,16 +367,15 @@ class Lexical(KDMethod):
         mapped = align.positions(align.chunk_ok)[0] & valid.any(-1)
         return worst.masked_fill(~mapped, float("nan"))
 
-    def loss(self, s_logits, s_lprobs, s_target, ce_tok, align, signal):
+    def loss(self, student, align, signal):
         mapped = ~torch.isnan(signal)
         n = int(mapped.sum())
         if n == 0:
-            return ce_tok.new_zeros(()), mapped.sum()
-        s_nll = -s_lprobs.gather(-1, s_target.unsqueeze(-1)).squeeze(-1)
-        excess = (s_nll.detach() - signal)[mapped]
+            return student.ce.new_zeros(()), mapped.sum()
+        excess = (student.nll.detach() - signal)[mapped]
         keep = torch.zeros_like(excess)
         keep[excess.topk(max(1, math.ceil(self.ratio * n))).indices] = 1.0 / self.ratio
-        return ((keep - 1.0) * ce_tok[mapped]).sum(), mapped.sum()
+        return ((keep - 1.0) * student.ce[mapped]).sum(), mapped.sum()
 
 
 KD_METHODS: dict[str, type[KDMethod]] = {m.name: m for m in (ALM, SharedKL, ULD, Lexical)}

@@ -83,6 +83,9 @@ class Teacher:
 
         self.vocab = vocab
         self.loaded = load_model(vocab.path, Path(data_dir or vocab.data_dir), vocab.tokenizer())
+        if self.loaded.symbols != vocab.symbols:
+            raise UserInputError(f"--teacher-path {vocab.path}: fairseq loaded it with other symbols than its "
+                                 f"dictionary and language list give (is --teacher-data its data-bin?)")
         for p in self.loaded.model.parameters():
             p.requires_grad_(False)
         self.pad, self.eos = vocab.symbols.index("<pad>"), vocab.symbols.index("</s>")
