@@ -82,11 +82,14 @@ def _student(path: Path, data: PreparedData):
 
 
 def _kd(distiller: Distiller, model, batch) -> tuple[torch.Tensor, int, int]:
+    """(loss, aligned, distilled)"""
     logits, _ = model(**batch["net_input"])
     lprobs = torch.log_softmax(logits.float(), -1)
     nll = -lprobs.gather(-1, batch["target"].unsqueeze(-1)).squeeze(-1)
     student = StudentOutput(logits, lprobs, nll, nll)
-    return distiller.kd(student, batch["target"], batch["net_input"]["src_tokens"], next(model.parameters()))
+    r = distiller.kd(student, batch["target"], batch["net_input"]["src_tokens"], next(model.parameters()))
+    assert r.unk_examples == 0
+    return r.loss, r.aligned, r.distilled
 
 
 @pytest.mark.parametrize("method", ["shared", "alm"])

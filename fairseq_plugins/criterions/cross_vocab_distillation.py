@@ -4,8 +4,9 @@ model (teacher), whose vocabulary and segmentation differ from the student's (`m
 Only training batches are distilled, and only examples whose two languages the teacher knows
 (`--distill-langs` narrows them); validation reports the plain label-smoothed cross-entropy, so runs
 with and without distillation compare on one scale. Logged: `ce_loss`, `kd_loss`, `kd_aligned` (share
-of the distilled examples' target tokens the distillation term covers) and `kd_share` (share of all
-target tokens in distilled examples).
+of the distilled examples' target tokens the distillation term covers), `kd_share` (share of all
+target tokens in distilled examples) and, when there are any, `kd_unk_examples` (examples left out: their
+student pieces contain `<unk>`, so their text is lost).
 """
 import dataclasses
 import logging
@@ -19,7 +20,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
                                                              label_smoothed_nll_loss)
 from fairseq.logging import metrics
 
-from mmt_upgrade.distill.distiller import DistillOptions, Distiller, student_tokenizer
+from mmt_upgrade.distill.distiller import DistillOptions, Distiller, KDResult, student_tokenizer
 from mmt_upgrade.distill.losses import StudentOutput
 
 logger = logging.getLogger(__name__)
@@ -53,16 +54,15 @@ class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             ce_tok[:, : self.ignore_prefix_size] = 0
             nll_tok[:, : self.ignore_prefix_size] = 0
         ce, nll = ce_tok.sum(), nll_tok.sum()
-        kd, aligned, distilled = ce.new_zeros(()), 0, 0
+        kd = KDResult(ce.new_zeros(()), 0, 0, 0)
         if model.training:
             student = StudentOutput(net_output[0], lprobs, nll_tok, ce_tok)
-            kd, aligned, distilled = self.distiller.kd(student, target, sample["net_input"]["src_tokens"],
-                                                       next(model.parameters()))
-        loss = ce + kd
+            kd = self.distiller.kd(student, target, sample["net_input"]["src_tokens"], next(model.parameters()))
+        loss = ce + kd.loss
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
-            "loss": loss.data, "nll_loss": nll.data, "ce_loss": ce.data, "kd_loss": kd.data,
-            "kd_aligned_tokens": aligned, "kd_tokens": distilled,
+            "loss": loss.data, "nll_loss": nll.data, "ce_loss": ce.data, "kd_loss": kd.loss.data,
+            "kd_aligned_tokens": kd.aligned, "kd_tokens": kd.distilled, "kd_unk_examples": kd.unk_examples,
             "ntokens": sample["ntokens"], "nsentences": sample["target"].size(0), "sample_size": sample_size,
         }
         if self.report_accuracy:
@@ -85,3 +85,5 @@ class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
                                round=3)
         if ntokens:
             metrics.log_scalar("kd_share", total("kd_tokens") / ntokens, ntokens, round=3)
+        if total("kd_unk_examples"):
+            metrics.log_scalar_sum("kd_unk_examples", total("kd_unk_examples"))

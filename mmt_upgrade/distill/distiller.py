@@ -104,6 +104,14 @@ def distill_langs(opts: DistillOptions, teacher_langs: Sequence[str], student_la
     return langs
 
 
+@dataclass(frozen=True)
+class KDResult:
+    loss: Tensor  # the weighted distillation loss, summed over the batch
+    aligned: int  # student target tokens the loss covers
+    distilled: int  # target tokens (besides language tokens) of the distilled examples
+    unk_examples: int  # examples of distilled directions left out: their student pieces contain <unk>
+
+
 class Distiller:
     """Everything the criterion does besides cross-entropy, for a batch in fairseq's layout."""
 
@@ -132,7 +140,6 @@ class Distiller:
             self.cache = TeacherCache.load(Path(opts.teacher_cache), expected)
         self.teacher = None if self.cache else Teacher(self.tvocab, Path(opts.teacher_data) if opts.teacher_data else None)
         self._memo: dict[bytes, TeacherExample | None] = {}
-        self.skipped = 0  # examples whose student pieces contain <unk>
 
     def view(self, src: np.ndarray, tgt: np.ndarray) -> tuple[bytes, TeacherExample | None] | None:
         """The teacher's view of one student example (`__src__ x </s>`, `__tgt__ y </s>`, no padding);
@@ -143,29 +150,29 @@ class Distiller:
         key = example_key(src_lang, tgt_lang, src[1:-1], tgt[1:-1])
         if key not in self._memo:
             self._memo[key] = self.aligner.convert(src_lang, tgt_lang, src[1:-1], tgt[1:-1])
-            self.skipped += self._memo[key] is None
         return key, self._memo[key]
 
-    def select(self, src_tokens: Tensor, target: Tensor) -> tuple[list[int], list[bytes], list[TeacherExample]]:
-        """Rows of the batch to distil, their keys and teacher views."""
+    def select(self, src_tokens: Tensor, target: Tensor) -> tuple[list[int], list[bytes], list[TeacherExample], int]:
+        """Rows of the batch to distil, their keys and teacher views, and how many examples of distilled
+        directions were left out because their student pieces contain `<unk>`."""
         src_np, tgt_np = src_tokens.cpu().numpy(), target.cpu().numpy()
-        rows, keys, views = [], [], []
+        rows, keys, views, unk = [], [], [], 0
         for i in range(len(src_np)):
             v = self.view(src_np[i][src_np[i] != self.pad], tgt_np[i][tgt_np[i] != self.pad])
-            if v is not None and v[1] is not None:
+            if v is not None and v[1] is None:
+                unk += 1
+            elif v is not None:
                 rows.append(i)
                 keys.append(v[0])
                 views.append(v[1])
-        return rows, keys, views
+        return rows, keys, views, unk
 
-    def kd(self, student: StudentOutput, target: Tensor, src_tokens: Tensor,
-           student_param: Tensor) -> tuple[Tensor, int, int]:
-        """`(kd_sum, aligned, distilled)`: the weighted distillation loss of the batch, the student target
-        tokens it covers, and the target tokens (besides language tokens) of the distilled examples.
-        `student_param`: any student parameter (the teacher follows its device and dtype)."""
-        rows, keys, views = self.select(src_tokens, target)
+    def kd(self, student: StudentOutput, target: Tensor, src_tokens: Tensor, student_param: Tensor) -> KDResult:
+        """The weighted distillation loss of a batch; `student_param`: any student parameter (the teacher
+        follows its device and dtype)."""
+        rows, keys, views, unk = self.select(src_tokens, target)
         if not rows:
-            return student.ce.new_zeros(()), 0, 0
+            return KDResult(student.ce.new_zeros(()), 0, 0, unk)
         device = target.device
         if device != self._on:
             self.method.vocab, self._on = self.kd_vocab.to(device), device
@@ -183,7 +190,7 @@ class Distiller:
             signal = self.method.teacher_signal(t_logits, t_target, sub)
         kd, aligned = self.method.loss(student, align, self.method.expand(signal, rows_t, align))
         distilled = int((target[rows_t] != self.pad).sum()) - len(rows)  # text and </s>: not the language tokens
-        return self.weight * kd, int(aligned), distilled
+        return KDResult(self.weight * kd, int(aligned), distilled, unk)
 
     def describe(self) -> str:
         source = f"cache {self.opts.teacher_cache}" if self.cache else f"online teacher {self.opts.teacher_path}"

@@ -116,15 +116,17 @@ class _SubsetLogMass(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, lp: Tensor, subset: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        p = lp.exp().mul_(subset)  # kept for the backward pass: one exp instead of two
-        mass = p.sum(-1).clamp_min(1e-30)
-        ctx.save_for_backward(p, mass, ids)
+        p = lp.exp()  # kept for the backward pass, which turns it into the gradient in place
+        with torch.autocast(lp.device.type, enabled=False):  # the mass in fp32, not a bf16 matmul
+            mass = (p @ subset).clamp_min(1e-30)
+        ctx.save_for_backward(p, subset, mass, ids)
         return mass.log(), lp.gather(-1, ids)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_log_mass: Tensor, g_at: Tensor):
-        p, mass, ids = ctx.saved_tensors
-        grad = p * (g_log_mass / mass).unsqueeze(-1)
+        p, subset, mass, ids = ctx.saved_tensors
+        grad = p.mul_(subset).mul_((g_log_mass / mass).unsqueeze(-1))
         if ids.shape[-1]:
             grad.scatter_add_(-1, ids, g_at)
         return grad, None, None
