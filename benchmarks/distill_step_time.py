@@ -10,7 +10,8 @@ turn, rotating the order per batch. Reported: the median step time per criterion
 per-batch ratios against label-smoothed cross-entropy. The per-example alignment is memoized by the
 criterion, so it is computed before timing and reported apart (it is paid once per example, in the
 first epoch). Peak memory: each criterion alone in a fresh process over the same batches (max RSS),
-against label-smoothed cross-entropy alone.
+against label-smoothed cross-entropy alone: resident memory once set up, and the peak while training
+(the peak is reset after set-up, through /proc/self/clear_refs).
 
     .venv/bin/python benchmarks/distill_step_time.py --batches 40
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import resource
+import gc
 import statistics
 import subprocess
 import sys
@@ -145,20 +146,29 @@ def time_side_by_side(p, upgraded, out, n_batches) -> dict:
     return result
 
 
-def peak_memory(p, upgraded, out, name: str, n_batches: int) -> int:
-    """Max RSS (bytes) of a fresh process training `n_batches` steps with one criterion."""
+def peak_memory(upgraded, out, name: str, n_batches: int) -> dict[str, int]:
+    """A fresh process training `n_batches` steps with one criterion: its resident memory once set up
+    (data, model, optimizer, criterion with its teacher or cache) and its peak while training."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import distill_step_time as d; "
             f"d.memory_child({str(upgraded)!r}, {str(out)!r}, {name!r}, {n_batches})")
     proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(field: str) -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field + ":"))
+    return int(line.split()[1])
 
 
 def memory_child(upgraded: str, out: str, name: str, n_batches: int) -> None:
     p = paths(Path(upgraded))
     task, model, optimizer, criteria, batches = harness(p, Path(upgraded), Path(out), [name], n_batches)
+    gc.collect()
+    set_up = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM): set-up transients do not count
     for i, sample in enumerate(batches):
         train_step(task, model, optimizer, criteria[name], sample, i)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"set_up_bytes": set_up * 1024, "training_peak_bytes": _status_kib("VmHWM") * 1024}))
 
 
 def main() -> None:
@@ -173,12 +183,10 @@ def main() -> None:
     summary = {"caches": build_caches(p, out)}
     summary["step_time"] = time_side_by_side(p, upgraded, out, args.batches)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")  # kept if the memory runs fail
-    base = peak_memory(p, upgraded, out, "ls", args.memory_batches)
-    summary["peak_rss"] = {"ls_bytes": base}
-    for name in variants(p, out):
-        if name != "ls":
-            rss = peak_memory(p, upgraded, out, name, args.memory_batches)
-            summary["peak_rss"][name] = {"bytes": rss, "ratio_vs_ls": round(rss / base, 3)}
+    summary["memory"] = {name: peak_memory(upgraded, out, name, args.memory_batches) for name in variants(p, out)}
+    base = summary["memory"]["ls"]["training_peak_bytes"]
+    for m in summary["memory"].values():
+        m["training_peak_ratio_vs_ls"] = round(m["training_peak_bytes"] / base, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
 

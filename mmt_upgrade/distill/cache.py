@@ -143,7 +143,7 @@ def build_cache(distiller, data_bin: Path, out: Path, directions: Sequence[tuple
     return counts
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _signals(distiller, views: list, max_tokens: int) -> tuple[list[bytes], list[np.ndarray]]:
     """The method's teacher signal for each (key, TeacherExample), in batches of about `max_tokens`."""
     order = sorted(range(len(views)), key=lambda i: len(views[i][1].tgt))

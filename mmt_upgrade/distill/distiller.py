@@ -186,8 +186,10 @@ class Distiller:
             signal = self.method.collate([self.cache.get(k) for k in keys], sub).to(device)
         else:
             self.teacher.follow(student_param)
-            t_logits, t_target = self.teacher.logits(views, device)
-            signal = self.method.teacher_signal(t_logits, t_target, sub)
+            with torch.inference_mode():
+                t_logits, t_target = self.teacher.logits(views, device)
+                signal = self.method.teacher_signal(t_logits, t_target, sub)
+            signal = signal.clone()  # a normal tensor: autograd may save it for the student's backward
         kd, aligned = self.method.loss(student, align, self.method.expand(signal, rows_t, align))
         distilled = int((target[rows_t] != self.pad).sum()) - len(rows)  # text and </s>: not the language tokens
         return KDResult(self.weight * kd, int(aligned), distilled, unk)
