@@ -22,6 +22,7 @@ from fairseq.logging import metrics
 
 from mmt_upgrade.distill.distiller import DistillOptions, Distiller, KDResult, student_tokenizer
 from mmt_upgrade.distill.losses import StudentOutput
+from mmt_upgrade.errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,14 @@ CrossVocabDistillationConfig = dataclasses.make_dataclass(
 class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
     def __init__(self, task, cfg):
         super().__init__(task, cfg.sentence_avg, cfg.label_smoothing, cfg.ignore_prefix_size, cfg.report_accuracy)
+        args = task.args
+        if not hasattr(task, "langs") or getattr(args, "encoder_langtok", None) != "src" \
+                or not getattr(args, "decoder_langtok", False):
+            raise UserInputError("--criterion cross_vocab_distillation needs --task upgrade_translation (or "
+                                 "translation_multi_simple_epoch) with --encoder-langtok src --decoder-langtok: "
+                                 "it reads each example's languages from those tokens")
         opts = DistillOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillOptions)})
-        data_bin = Path(str(task.args.data).split(":")[0])
+        data_bin = Path(str(args.data).split(":")[0])
         self.distiller = Distiller(opts, task.target_dictionary.symbols, task.langs,
                                    student_tokenizer(data_bin, opts.student_tokenizer))
         logger.info(self.distiller.describe())
