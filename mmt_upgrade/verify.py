@@ -75,22 +75,27 @@ def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> Loaded
     return LoadedModel(model, list(task.source_dictionary.symbols), tokenizer)
 
 
-def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], tgt: list[list[str]] | None):
-    """Left-padded sources `(B, S)`, lengths `(B,)`, and when `tgt` is given right-padded decoder
-    input and target `(B, T)` (the target starts with the language token, as fairseq trains)."""
+def collate_pairs(srcs: list[torch.Tensor], tgts: list[torch.Tensor] | None, pad: int, eos: int):
+    """fairseq's translation batch layout from unpadded `__src__ x </s>` and `__tgt__ y </s>` rows:
+    left-padded sources `(B, S)`, lengths `(B,)`, and when `tgts` is given right-padded decoder input
+    `</s> __tgt__ y` and target `(B, T)` (the target starts with the language token, as fairseq trains)."""
     from fairseq.data import data_utils
 
-    pad, eos = m.index["<pad>"], m.index["</s>"]
-    src_lt, tgt_lt = m.index[lang_token(src_lang)], m.index[lang_token(tgt_lang)]
-    srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
     src_tokens = data_utils.collate_tokens(srcs, pad, left_pad=True)
     src_lengths = torch.tensor([len(s) for s in srcs])
-    if tgt is None:
+    if tgts is None:
         return src_tokens, src_lengths, None, None
-    tgts = [torch.tensor([tgt_lt] + m.ids(p) + [eos]) for p in tgt]
     target = data_utils.collate_tokens(tgts, pad, left_pad=False)
     prev = data_utils.collate_tokens(tgts, pad, eos, left_pad=False, move_eos_to_beginning=True)
     return src_tokens, src_lengths, prev, target
+
+
+def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], tgt: list[list[str]] | None):
+    pad, eos = m.index["<pad>"], m.index["</s>"]
+    src_lt, tgt_lt = m.index[lang_token(src_lang)], m.index[lang_token(tgt_lang)]
+    srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
+    tgts = None if tgt is None else [torch.tensor([tgt_lt] + m.ids(p) + [eos]) for p in tgt]
+    return collate_pairs(srcs, tgts, pad, eos)
 
 
 @torch.no_grad()

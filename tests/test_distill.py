@@ -16,7 +16,7 @@ from mmt_upgrade.distill.distiller import DistillOptions, Distiller
 from mmt_upgrade.distill.losses import KD_METHODS, StudentOutput
 from mmt_upgrade.errors import UserInputError
 from mmt_upgrade.paths import cache_dir
-from mmt_upgrade.verify import load_model
+from mmt_upgrade.verify import collate_pairs, load_model
 from mmt_upgrade.vocab import lang_token
 
 from .conftest import run_cli, tiny_train_argv
@@ -55,8 +55,6 @@ def _opts(models, **kw) -> DistillOptions:
 
 def _batch(data: PreparedData, symbols: list[str], directions, n: int = 6) -> dict:
     """A fairseq batch in translation_multi_simple_epoch's layout, from the binarized train data."""
-    from fairseq.data import data_utils
-
     index = {s: i for i, s in enumerate(symbols)}
     pad, eos = index["<pad>"], index["</s>"]
     srcs, tgts = [], []
@@ -65,11 +63,8 @@ def _batch(data: PreparedData, symbols: list[str], directions, n: int = 6) -> di
         for i in range(n):
             srcs.append(torch.cat([torch.tensor([index[lang_token(s)]]), src_ds[i].long()]))
             tgts.append(torch.cat([torch.tensor([index[lang_token(t)]]), tgt_ds[i].long()]))
-    target = data_utils.collate_tokens(tgts, pad, left_pad=False)
-    return {"net_input": {"src_tokens": data_utils.collate_tokens(srcs, pad, left_pad=True),
-                          "src_lengths": torch.tensor([len(x) for x in srcs]),
-                          "prev_output_tokens": data_utils.collate_tokens(tgts, pad, eos, left_pad=False,
-                                                                          move_eos_to_beginning=True)},
+    src_tokens, src_lengths, prev, target = collate_pairs(srcs, tgts, pad, eos)
+    return {"net_input": {"src_tokens": src_tokens, "src_lengths": src_lengths, "prev_output_tokens": prev},
             "target": target, "ntokens": int((target != pad).sum())}
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserInputError
 from ..utils import atomic_path, log, sha256_file, sha256_text, write_json_atomic
-from ..vocab import Tokenizer, lang_token
+from ..vocab import Tokenizer
 from .losses import BatchAlignment, KDMethod
 from .teacher import TeacherVocab
 
@@ -95,8 +95,7 @@ def build_cache(distiller, data_bin: Path, out: Path, directions: Sequence[tuple
                 shard_size: int = 2000, max_tokens: int = 6000) -> dict:
     """Run the teacher once over every example of `directions` and store what `distiller.method` needs."""
     out, data_bin = Path(out), Path(data_bin)
-    fp = fingerprint(distiller.method, distiller.tvocab, distiller.aligner.s_symbols.tolist(),
-                     distiller.aligner.s_tok, distiller.langs)
+    fp = distiller.fingerprint()
     directions = [(s, t) for s, t in directions if s in distiller.langs and t in distiller.langs]
     if not directions:
         raise UserInputError(f"no direction of {data_bin} has both languages among the teacher's "
@@ -114,7 +113,7 @@ def build_cache(distiller, data_bin: Path, out: Path, directions: Sequence[tuple
             raise UserInputError(f"{out} holds a teacher cache built for another teacher, method or data; "
                                  f"remove it or choose another --out")
     write_json_atomic(manifest_path, manifest)
-    sym = {lang: distiller.aligner.s_symbols.tolist().index(lang_token(lang)) for lang in distiller.langs}
+    sym = {lang: i for i, lang in distiller.lang_of.items()}  # language -> its student language token
     counts = {"examples": 0, "cached": 0, "skipped_unk": 0}
     for (s, t, n), name in shards.items():
         if (out / name).is_file():

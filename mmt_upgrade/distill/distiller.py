@@ -117,7 +117,7 @@ class Distiller:
 
     def __init__(self, opts: DistillOptions, student_symbols: Sequence[str], student_langs: Sequence[str],
                  tokenizer: Tokenizer):
-        from .cache import TeacherCache, fingerprint
+        from .cache import TeacherCache
 
         opts.check()
         self.opts = opts
@@ -136,10 +136,15 @@ class Distiller:
         self.lang_of = {student_symbols.index(lang_token(x)): x for x in student_langs}
         self.cache = None
         if opts.teacher_cache:
-            expected = fingerprint(self.method, self.tvocab, student_symbols, tokenizer, self.langs)
-            self.cache = TeacherCache.load(Path(opts.teacher_cache), expected)
-        self.teacher = None if self.cache else Teacher(self.tvocab, Path(opts.teacher_data) if opts.teacher_data else None)
+            self.cache = TeacherCache.load(Path(opts.teacher_cache), self.fingerprint())
+        self.teacher = None if self.cache else Teacher(self.tvocab)
         self._memo: dict[bytes, TeacherExample | None] = {}
+
+    def fingerprint(self) -> dict:
+        """What a teacher cache for this distillation must have been built with."""
+        from .cache import fingerprint
+
+        return fingerprint(self.method, self.tvocab, self.aligner.s_symbols.tolist(), self.aligner.s_tok, self.langs)
 
     def view(self, src: np.ndarray, tgt: np.ndarray) -> tuple[bytes, TeacherExample | None] | None:
         """The teacher's view of one student example (`__src__ x </s>`, `__tgt__ y </s>`, no padding);

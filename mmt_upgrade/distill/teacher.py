@@ -9,9 +9,9 @@ import torch
 from torch import Tensor
 
 from ..checkpoint import checkpoint_langs, checkpoint_task_cfg, read_checkpoint
-from ..data.spm import SPECIALS, load_spm
+from ..data.spm import load_spm
 from ..errors import UserInputError
-from ..vocab import Tokenizer, check_spm_matches_dictionary, read_dictionary
+from ..vocab import Tokenizer, check_spm_matches_dictionary, model_symbols, read_dictionary
 from .align import TeacherExample
 
 
@@ -21,9 +21,9 @@ class TeacherVocab:
 
     path: Path
     spm_path: Path
+    data_dir: Path  # the data-bin fairseq loads the teacher's dictionary from
     langs: list[str]
     symbols: list[str]
-    rows: int
 
     @classmethod
     def load(cls, path: Path, spm_path: Path, data_dir: Path | None = None) -> "TeacherVocab":
@@ -42,7 +42,7 @@ class TeacherVocab:
             raise UserInputError(f"--teacher-path {path}: its dictionary {dict_path} is missing; pass "
                                  f"--teacher-data DIR (the teacher's data-bin directory)")
         pieces = read_dictionary(dict_path)
-        symbols = list(SPECIALS) + pieces + [f"__{lang}__" for lang in langs]
+        symbols = model_symbols(pieces, langs)
         rows = state["model"]["decoder.embed_tokens.weight"].shape[0]
         if rows != len(symbols):
             raise UserInputError(f"--teacher-path {path} has {rows} embedding rows but its dictionary {dict_path} "
@@ -50,39 +50,21 @@ class TeacherVocab:
         if not spm_path.is_file():
             raise UserInputError(f"--teacher-spm {spm_path} not found")
         check_spm_matches_dictionary(load_spm(spm_path), spm_path, pieces, dict_path)
-        return cls(path, spm_path, langs, symbols, rows)
-
-    @property
-    def data_dir(self) -> Path:
-        return Path(checkpoint_task_cfg(read_checkpoint(self.path, mmap=True))["data"])
+        return cls(path, spm_path, data_dir, langs, symbols)
 
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.single(self.spm_path, self.langs)
-
-
-def teacher_batch(examples: Sequence[TeacherExample], pad: int, eos: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """fairseq's batch layout for the teacher: left-padded sources `(B, S)`, their lengths `(B,)`,
-    decoder input `</s> __tgt__ y` and target `__tgt__ y </s>`, right-padded `(B, Tt)`."""
-    from fairseq.data import data_utils
-
-    srcs = [torch.from_numpy(e.src) for e in examples]
-    tgts = [torch.from_numpy(e.tgt) for e in examples]
-    src_tokens = data_utils.collate_tokens(srcs, pad, left_pad=True)
-    src_lengths = torch.tensor([len(s) for s in srcs])
-    target = data_utils.collate_tokens(tgts, pad, left_pad=False)
-    prev = data_utils.collate_tokens(tgts, pad, eos, left_pad=False, move_eos_to_beginning=True)
-    return src_tokens, src_lengths, prev, target
 
 
 class Teacher:
     """The old model, loaded once by fairseq, in eval mode and without gradients. It is not a module
     of the criterion (fairseq would train, save and cast it), so it follows the student itself."""
 
-    def __init__(self, vocab: TeacherVocab, data_dir: Path | None = None):
+    def __init__(self, vocab: TeacherVocab):
         from ..verify import load_model
 
         self.vocab = vocab
-        self.loaded = load_model(vocab.path, Path(data_dir or vocab.data_dir), vocab.tokenizer())
+        self.loaded = load_model(vocab.path, vocab.data_dir, vocab.tokenizer())
         if self.loaded.symbols != vocab.symbols:
             raise UserInputError(f"--teacher-path {vocab.path}: fairseq loaded it with other symbols than its "
                                  f"dictionary and language list give (is --teacher-data its data-bin?)")
@@ -101,6 +83,10 @@ class Teacher:
     def logits(self, examples: Sequence[TeacherExample], device: torch.device) -> tuple[Tensor, Tensor]:
         """`(B, Tt, Vt)` output logits on the teacher's target `(B, Tt)`, teacher-forced. Inference
         tensors (a fifth faster than under no_grad here): clone what meets the student's graph."""
-        src_tokens, src_lengths, prev, target = (x.to(device) for x in teacher_batch(examples, self.pad, self.eos))
+        from ..verify import collate_pairs
+
+        batch = collate_pairs([torch.from_numpy(e.src) for e in examples], [torch.from_numpy(e.tgt) for e in examples],
+                              self.pad, self.eos)
+        src_tokens, src_lengths, prev, target = (x.to(device) for x in batch)
         logits, _ = self.loaded.model(src_tokens, src_lengths, prev)
         return logits, target
