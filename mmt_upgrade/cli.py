@@ -123,14 +123,6 @@ def _lang_files(items: list[str], flag: str) -> dict[str, tuple[list[str], str]]
     return out
 
 
-def _dev_texts(data) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for src, tgt in data.directions:
-        for lang in (src, tgt):
-            out.setdefault(lang, data.raw_file("valid", src, tgt, lang).read_text(encoding="utf-8").splitlines())
-    return out
-
-
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from .checkpoint import checkpoint_langs, read_checkpoint
     from .data.prepare import DataConfig, PreparedData, bible_texts
@@ -163,7 +155,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         bible = bible_texts(cfg, cache_dir(), "train")
         for lang in missing:
             texts[lang], sources[lang] = bible[lang], f"bible train split ({cfg.key()})"
-    dev = _dev_texts(old_data) if old_data else {}
+    dev = old_data.texts("valid") if old_data else {}
     dev.update({lang: lines for lang, (lines, _) in _lang_files(args.dev_text, "--dev-text").items()})
     inputs = UpgradeInputs(Path(args.checkpoint), spm, dictionary, new_langs, texts, sources, dev)
     checkpoint = upgrade(inputs, Path(args.out), options)
@@ -208,6 +200,32 @@ def cmd_distill_cache(args: argparse.Namespace) -> int:
     counts = build_cache(distiller, data.bin_dir, Path(args.out), data.directions, args.split, args.shard_size,
                          args.max_tokens)
     print(json.dumps(counts))
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .cluster import ClusterOptions
+    from .experiment import ExperimentConfig, run_experiment
+
+    cfg = ExperimentConfig.load(args.config, args.overrides)
+    cluster = ClusterOptions(cluster=args.cluster, partition=args.partition, account=args.account, qos=args.qos,
+                             timeout_min=args.timeout_min, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                             cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, poll_s=args.poll_seconds)
+    cluster.check()
+    out = Path(args.out) if args.out else runs_dir() / "experiments" / cfg.name
+    report = run_experiment(cfg, out, cluster, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(report.read_text())
+        print(report)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(report.read_text())
+    print(report)
     return 0
 
 
@@ -298,6 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=6000, help="teacher batch size in target tokens")
     DistillOptions.add_arguments(p, skip=("teacher_cache", "kd_weight", "lexical_ratio"))
     p.set_defaults(func=cmd_distill_cache)
+
+    p = sub.add_parser("experiment", help="plan, run (or resume) and report a matrix of upgrade runs")
+    p.add_argument("config", nargs="?", default="bible_upgrade",
+                   help="experiment YAML, or the name of one in configs/ (default: bible_upgrade)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUBKEY=VALUE",
+                   help="override one value, e.g. --set train.max-update=200 --set runs.full.distill.kd-method=shared")
+    p.add_argument("--out", help="experiment directory (default: runs/experiments/<name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and every run's fairseq command; run nothing")
+    p.add_argument("--cluster", default="local", help="local (submitit's local executor, runs one after another) "
+                                                      "or slurm (submitit on SLURM, runs at once)")
+    p.add_argument("--partition", default="", help="SLURM partition")
+    p.add_argument("--account", default="", help="SLURM account")
+    p.add_argument("--qos", default="", help="SLURM QOS")
+    p.add_argument("--timeout-min", type=int, default=24 * 60,
+                   help="job time limit; a run that hits it is requeued and resumes from its last checkpoint")
+    p.add_argument("--nodes", type=int, default=1, help="nodes per run (fairseq distributed training)")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (one task per GPU)")
+    p.add_argument("--cpus-per-task", type=int, default=2)
+    p.add_argument("--mem-gb", type=float, default=0.0, help="memory per node (default: the partition's)")
+    p.add_argument("--poll-seconds", type=float, default=10.0, help="how often progress is checked")
+    p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("report", help="report.md, report.json and plots of an experiment directory")
+    p.add_argument("run_dir", help="the experiment directory (runs/experiments/<name>)")
+    p.add_argument("--out", help="where to write them (default: the experiment directory)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("pipeline", help="data -> train -> evaluate on a config (the main job)")
     _add_config(p)

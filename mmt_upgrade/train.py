@@ -91,14 +91,20 @@ def check_resume_langs(save_dir: Path, langs: Sequence[str]) -> None:
 
 
 def train(cfg: RunConfig, data: PreparedData, run_dir: Path) -> Path:
-    """Train, resume, or skip when this exact command already finished; returns the checkpoint to evaluate.
+    """Train the config's model into `run_dir`; returns the checkpoint to evaluate (see `run_training`)."""
+    argv = fairseq_train_argv(cfg, data, run_dir / "checkpoints", run_dir / "train.log")
+    return run_training(argv, data, run_dir)
 
-    A changed config (say, more updates) resumes from `checkpoint_last.pt` instead of skipping.
+
+def run_training(argv: Sequence[str], data: PreparedData, run_dir: Path) -> Path:
+    """Train, resume, or skip when this exact command already finished; returns `checkpoint_best.pt`.
+
+    A changed command (say, more updates) resumes from `checkpoint_last.pt` instead of skipping.
     """
+    argv = list(argv)
     save_dir = run_dir / "checkpoints"
     done_file = run_dir / DONE
     best = save_dir / "checkpoint_best.pt"
-    argv = fairseq_train_argv(cfg, data, save_dir, run_dir / "train.log")
     if done_file.exists() and best.exists() and json.loads(done_file.read_text()).get("argv") == argv:
         log(f"train: {run_dir} is finished ({DONE}); skipping")
         return best

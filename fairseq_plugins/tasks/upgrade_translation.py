@@ -11,11 +11,14 @@
 - It carries the new-parameter record (`mmt_upgrade.record`): read from the checkpoint fairseq-train
   starts from (`--finetune-from-model` or the resumed `checkpoint_last.pt`) or from the checkpoint
   fairseq-generate loads, and written into every checkpoint it saves.
+- It counts the target tokens trained on (`target_tokens` in the task state of every checkpoint,
+  carried over on resume, zero when fine-tuning starts): the compute axis of `mmt-upgrade report`.
 """
 import logging
 from pathlib import Path
 
 import torch
+from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
@@ -29,6 +32,7 @@ from mmt_upgrade.sampling import SAMPLING_METHODS, check_upsampling, sampling_di
 from mmt_upgrade.utils import write_json_atomic
 
 logger = logging.getLogger(__name__)
+TARGET_TOKENS = "target_tokens"
 
 
 @register_task("upgrade_translation")
@@ -54,7 +58,7 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
                                  "use --cpu-bf16 always (or the default, auto) instead")
         self.autocast_bf16 = resolve_cpu_bf16(getattr(args, "cpu_bf16", "auto"), on_cpu)
         logger.info("CPU bf16 autocast: %s", "on" if self.autocast_bf16 else "off")
-        self.state.merge_state_dict({"model_langs": list(langs)})
+        self.state.merge_state_dict({"model_langs": list(langs), TARGET_TOKENS: 0})
         self.record: NewParameterRecord | None = None
         self._state_loaded = False
         self.upsample = [x for x in getattr(args, "upsample_langs", "").split(",") if x]
@@ -110,6 +114,8 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
                 if task_state.get("model_langs") is not None:
                     check_extends(task_state["model_langs"], self.langs, f"--langs (loading {path})")
                 self._set_record(NewParameterRecord.from_task_state(task_state))
+                if path.name == "checkpoint_last.pt" and path.parent == Path(self.args.save_dir):  # a resume
+                    self.state.merge_state_dict({TARGET_TOKENS: int(task_state.get(TARGET_TOKENS, 0))})
         for name, param in model.named_parameters():  # names for --optimizer adam_scaled (kept by fp16 copies)
             param.param_group = name
         if self.record is not None:
@@ -128,6 +134,14 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
             loss *= 0
         optimizer.backward(loss)
         return loss, sample_size, logging_output
+
+    def reduce_metrics(self, logging_outputs, criterion):
+        """Counts training tokens once per update, after fairseq has gathered every worker's outputs."""
+        super().reduce_metrics(logging_outputs, criterion)
+        if criterion.training:
+            total = getattr(self.state, TARGET_TOKENS) + int(sum(log.get("ntokens", 0) for log in logging_outputs))
+            self.state.merge_state_dict({TARGET_TOKENS: total})
+            metrics.log_scalar("tgt_tokens", total, weight=0, priority=900, round=0)
 
     def valid_step(self, sample, model, criterion):
         with cpu_autocast(self.autocast_bf16):

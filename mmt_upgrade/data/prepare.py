@@ -105,6 +105,15 @@ class PreparedData:
     def directions(self) -> list[tuple[str, str]]:
         return [tuple(d.split("-")) for d in self.manifest["directions"]]
 
+    def texts(self, split: str) -> dict[str, list[str]]:
+        """One split's raw text per language (each language from the first direction that has it)."""
+        out: dict[str, list[str]] = {}
+        for src, tgt in self.directions:
+            for lang in (src, tgt):
+                if lang not in out:
+                    out[lang] = self.raw_file(split, src, tgt, lang).read_text(encoding="utf-8").splitlines()
+        return out
+
     @property
     def tokenizer(self) -> Tokenizer:
         """How each language was segmented: the upgraded tokenizer, or the one model for all."""

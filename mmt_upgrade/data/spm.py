@@ -6,6 +6,7 @@ Language tokens are appended after all pieces by fairseq itself.
 """
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,32 +38,31 @@ def train_spm(
         sample += lines[:sentences_per_lang]
     rng.shuffle(sample)
     model_path = Path(model_path)
-    prefix = model_path.with_suffix("")
-    corpus = prefix.with_name(prefix.name + ".input.txt")
-    corpus.write_text("\n".join(sample) + "\n", encoding="utf-8")
     spm.set_random_generator_seed(seed)
-    try:
-        spm.SentencePieceTrainer.train(
-            input=str(corpus),
-            model_prefix=str(prefix),
-            vocab_size=vocab_size,
-            model_type="unigram",
-            character_coverage=1.0,
-            input_sentence_size=len(sample),
-            shuffle_input_sentence=True,
-            seed_sentencepiece_size=200_000,
-            bos_id=0,
-            pad_id=1,
-            eos_id=2,
-            unk_id=3,
-            byte_fallback=byte_fallback,
-            normalization_rule_name="identity",
-            hard_vocab_limit=False,
-            num_threads=1,  # multi-threaded EM is not bit-reproducible
-            minloglevel=2,
-        )
-    finally:
-        corpus.unlink(missing_ok=True)
+    # Sentences from memory and the model to memory: the saved model then records no temporary file
+    # names, so the same text and settings give the same bytes (upgrades compare tokenizers by hash).
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sample),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        input_sentence_size=len(sample),
+        shuffle_input_sentence=True,
+        seed_sentencepiece_size=200_000,
+        bos_id=0,
+        pad_id=1,
+        eos_id=2,
+        unk_id=3,
+        byte_fallback=byte_fallback,
+        normalization_rule_name="identity",
+        hard_vocab_limit=False,
+        num_threads=1,  # multi-threaded EM is not bit-reproducible
+        minloglevel=2,
+    )
+    with atomic_path(model_path) as tmp:
+        tmp.write_bytes(model.getvalue())
     return model_path
 
 
