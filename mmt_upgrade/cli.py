@@ -213,11 +213,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                              cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb, poll_s=args.poll_seconds)
     cluster.check()
     out = Path(args.out) if args.out else runs_dir() / "experiments" / cfg.name
-    report = run_experiment(cfg, out, cluster, dry_run=args.dry_run)
+    only = parse_run_names(args.runs) if args.runs else []
+    report = run_experiment(cfg, out, cluster, dry_run=args.dry_run, only=only)
     if not args.dry_run:
         print(report.read_text())
         print(report)
     return 0
+
+
+def parse_run_names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise UserInputError("--runs: give run names, e.g. --runs naive,full")
+    return names
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -323,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.SUBKEY=VALUE",
                    help="override one value, e.g. --set train.max-update=200 --set runs.full.distill.kd-method=shared")
     p.add_argument("--out", help="experiment directory (default: runs/experiments/<name>)")
+    p.add_argument("--runs", help="run only these runs of the config (comma list), e.g. naive,full")
     p.add_argument("--dry-run", action="store_true", help="print the plan and every run's fairseq command; run nothing")
     p.add_argument("--cluster", default="local", help="local (submitit's local executor, runs one after another) "
                                                       "or slurm (submitit on SLURM, runs at once)")

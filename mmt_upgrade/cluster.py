@@ -71,21 +71,52 @@ def make_executor(options: ClusterOptions, folder: Path) -> submitit.Executor:
         executor.update_parameters(timeout_min=options.timeout_min)
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-    extra = {k: v for k, v in (("slurm_account", options.account), ("slurm_qos", options.qos)) if v}
-    executor.update_parameters(
-        slurm_partition=options.partition, timeout_min=options.timeout_min, nodes=options.nodes,
-        tasks_per_node=max(1, options.gpus_per_node), gpus_per_node=options.gpus_per_node or None,
-        cpus_per_task=options.cpus_per_task, mem_gb=options.mem_gb or None, name="mmt-upgrade", **extra)
+    params: dict[str, Any] = {"slurm_partition": options.partition, "timeout_min": options.timeout_min,
+                              "nodes": options.nodes, "tasks_per_node": max(1, options.gpus_per_node),
+                              "cpus_per_task": options.cpus_per_task, "name": "mmt-upgrade"}
+    optional = {"gpus_per_node": options.gpus_per_node, "mem_gb": options.mem_gb,
+                "slurm_account": options.account, "slurm_qos": options.qos}
+    executor.update_parameters(**params, **{k: v for k, v in optional.items() if v})
     return executor
 
 
 def _pid_alive(pid: int) -> bool:
+    """A live submitit process (not a recycled pid)."""
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
         return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    return not cmdline.exists() or b"submitit" in cmdline.read_bytes()
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (submitit's local job is a wrapper process around the one that trains)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def stop_local_job(pid: int) -> None:
+    """SIGTERM the job's whole process tree, SIGKILL what is left after 10 s."""
+    tree = _process_tree(pid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in tree:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
+            time.sleep(0.1)
 
 
 def _slurm_active(job_id: str) -> bool:
@@ -134,13 +165,7 @@ class Runner:
             return submitit.SlurmJob(folder=self.folder, job_id=job_id)
         if self.options.cluster == "local" and job_id.isdigit() and _pid_alive(int(job_id)):
             log(f"experiment: {plan.name}: stopping job {job_id} left by an interrupted experiment (it resumes)")
-            os.kill(int(job_id), signal.SIGTERM)
-            for _ in range(100):
-                if not _pid_alive(int(job_id)):
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(int(job_id), signal.SIGKILL)
+            stop_local_job(int(job_id))
         return None
 
     def submit(self, plan: RunPlan) -> submitit.Job:

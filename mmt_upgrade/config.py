@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -51,8 +51,8 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config; `overrides` are `section.key=value` strings (value parsed as YAML)."""
+def read_config_tree(name_or_path: str, overrides: Sequence[str] = ()) -> tuple[Path, dict[str, Any]]:
+    """A YAML config file (a path or a name in configs/) with `section.key=value` overrides (values as YAML)."""
     path = resolve_config_path(name_or_path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
@@ -63,6 +63,12 @@ def load_config(name_or_path: str, overrides: list[str] = ()) -> RunConfig:
             raise UserInputError(f"--set {item!r}: expected section.key=value")
         key, value = item.split("=", 1)
         _set_dotted(tree, key, yaml.safe_load(value))
+    return path, tree
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a run config; `overrides` are `section.key=value` strings (value parsed as YAML)."""
+    path, tree = read_config_tree(name_or_path, overrides)
     unknown = set(tree) - {"name", "data", "train", "evaluate"}
     if unknown:
         raise UserInputError(f"{path}: unknown sections {', '.join(sorted(unknown))}")

@@ -18,10 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
-import yaml
-
 from .checkpoint import read_checkpoint
-from .config import RunConfig, load_config, resolve_config_path
+from .config import RunConfig, load_config, read_config_tree
 from .data.prepare import DataConfig, PreparedData, bible_texts, prepare_data, tokenizer_hash
 from .errors import UserInputError
 from .growth import GrowthOptions
@@ -85,20 +83,7 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, name_or_path: str, overrides: Sequence[str] = ()) -> "ExperimentConfig":
-        path = resolve_config_path(name_or_path)
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserInputError(f"{path}: invalid YAML ({e})") from None
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise UserInputError(f"--set {item!r}: expected key.subkey=value")
-            node = tree
-            *parents, last = key.split(".")
-            for k in parents:
-                node = node.setdefault(k, {})
-            node[last] = yaml.safe_load(value)
+        path, tree = read_config_tree(name_or_path, overrides)
         where = str(path)
         if "runs" not in tree or "old_model" not in tree:
             raise UserInputError(f"{where}: an experiment config needs `old_model` and `runs` "
@@ -297,21 +282,21 @@ def old_eval_tokenizer(old_data: PreparedData, out: Path) -> Path:
 
 def new_data_config(cfg: ExperimentConfig, old: DataConfig, tokenizer: Path | None) -> DataConfig:
     """Old languages as the old model had them; new ones with a fraction of the pairs; the test sample."""
-    clash = [x for x in cfg.new_langs if x in old.langs or x == old.pivot]
-    if clash:
-        raise UserInputError(f"{cfg.source}: new_langs {','.join(clash)} are already in the old model "
-                             f"({cfg.old_model}: {','.join(old.langs)})")
     cap = max(1, round(old.max_train_pairs * cfg.new_pairs_fraction))
     return DataConfig(**{**asdict(old), "langs": old.langs + cfg.new_langs,
                          "max_train_pairs_per_lang": {**old.max_train_pairs_per_lang, **{x: cap for x in cfg.new_langs}},
                          "max_eval_pairs": cfg.evaluate.max_pairs, "tokenizer": str(tokenizer or "")})
 
 
-def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool) -> Plan:
+def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool, only: Sequence[str] = ()) -> Plan:
     """Resolve every run's command. With `prepare`, data is built (reused when present), and the upgrades
     too once the old model is trained; until then commands name placeholders (`prepared` is False)."""
     root = Path(root).absolute()
     old_cfg = load_config(cfg.old_model)
+    clash = [x for x in cfg.new_langs if x in old_cfg.data.langs or x == old_cfg.data.pivot]
+    if clash:
+        raise UserInputError(f"{cfg.source}: new_langs {','.join(clash)} are already in the old model "
+                             f"({cfg.old_model}: {','.join([old_cfg.data.pivot, *old_cfg.data.langs])})")
     old_data = prepare_data(old_cfg.data, cache_dir()) if prepare else None
     old_layout = old_data or DataLayout(Path("<OLD_DATA>/bin"), [old_cfg.data.pivot, *old_cfg.data.langs],
                                         directions(old_cfg.data.pivot, old_cfg.data.langs))
@@ -331,11 +316,19 @@ def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool) -> Plan:
                   eval_every=0, split=e.split, beam=e.beam, max_tokens=e.max_tokens, new_langs=[],
                   result_dir=root / "old_model")
     runs = cfg.resolved()
+    unknown = [x for x in only if x not in runs]
+    if unknown:
+        raise UserInputError(f"--runs: {', '.join(unknown)} not in {cfg.source} (runs: {', '.join(runs)})")
+    selected = [name for name in runs if not only or name in only]
     upgrades: dict[str, UpgradeOptions] = {}
     run_upgrade: dict[str, str] = {}
-    for run in runs.values():
+    for run in (runs[name] for name in selected):
         if run.start == "upgrade":
             options = cfg.upgrade_options(run)
+            try:
+                options.check([old_cfg.data.pivot, *old_cfg.data.langs], cfg.new_langs)
+            except UserInputError as e:
+                raise UserInputError(f"{cfg.source}: run {run.name}: {e}") from None
             run_upgrade[run.name] = upgrade_key(options)
             upgrades.setdefault(run_upgrade[run.name], options)
     plans: dict[str, RunPlan] = {}
@@ -346,7 +339,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool) -> Plan:
     langs = [old_cfg.data.pivot, *old_cfg.data.langs, *cfg.new_langs]
     layout = layout or DataLayout(Path("<DATA>/bin"), langs, directions(old_cfg.data.pivot, langs[1:]))
     model_keys = ("arch", "encoder-layers", "decoder-layers", "encoder-ffn-embed-dim", "decoder-ffn-embed-dim")
-    for run in runs.values():
+    for run in (runs[name] for name in selected):
         flags = {**old_cfg.train, **cfg.train, **run.train}
         if run.start == "upgrade":
             key = run_upgrade[run.name]
@@ -406,13 +399,28 @@ def prepare_upgrades(cfg: ExperimentConfig, root: Path, old_cfg: RunConfig, old_
     return prepare_data(new_data_config(cfg, old_cfg.data, root / "upgrades" / first), cache_dir())
 
 
-def compute_of(checkpoint: Path) -> dict[str, Any]:
-    """Training compute a checkpoint carries: updates, target tokens (task state) and training wall time."""
+def training_clock(state: Mapping[str, Any]) -> float:
+    """fairseq's training wall time (`previous_training_time`; evaluation and start-up excluded)."""
+    return float((state.get("extra_state") or {}).get("previous_training_time", 0.0))
+
+
+def compute_of(checkpoint: Path, clock_start: float = 0.0) -> dict[str, Any]:
+    """Training compute a checkpoint carries: updates, target tokens (task state) and training wall time.
+
+    `clock_start`: the clock of the checkpoint the run was fine-tuned from, which fairseq carries over.
+    """
     state = read_checkpoint(checkpoint)
     tokens = (state.get("task_state") or {}).get("target_tokens")
     return {"updates": int(state["optimizer_history"][-1]["num_updates"]),
             "target_tokens": int(tokens) if tokens is not None else None,
-            "train_wall_s": round(float((state.get("extra_state") or {}).get("previous_training_time", 0.0)), 1)}
+            "train_wall_s": round(training_clock(state) - clock_start, 1)}
+
+
+def finetune_clock(argv: Sequence[str]) -> float:
+    """The training clock of the run's `--finetune-from-model` checkpoint (0 without one)."""
+    if "--finetune-from-model" not in argv:
+        return 0.0
+    return training_clock(read_checkpoint(Path(argv[argv.index("--finetune-from-model") + 1]), mmap=True))
 
 
 INNER = re.compile(r"wpb=([\d.]+).*?num_updates=(\d+)")
@@ -466,6 +474,7 @@ def execute_run(plan: RunPlan) -> dict[str, Any]:
     save_dir = plan.run_dir / "checkpoints"
     best = run_training(plan.train_argv, train_data, plan.run_dir)
     curve = []
+    clock_start = finetune_clock(plan.train_argv)
     if plan.start_checkpoint is not None:
         log(f"experiment: {plan.name}: evaluating the upgraded start (update 0)")
         res = evaluate(plan.start_checkpoint, eval_data, plan.start_eval_dir, plan.split, plan.beam,
@@ -482,7 +491,7 @@ def execute_run(plan: RunPlan) -> dict[str, Any]:
             continue
         if checkpoint is None:
             raise RuntimeError(f"{plan.name}: no checkpoint at update {updates} in {save_dir}")
-        compute = compute_of(checkpoint)
+        compute = compute_of(checkpoint, clock_start)
         if compute["target_tokens"] is None and (plan.run_dir / "train.log").exists():
             compute |= {"target_tokens": tokens_from_log((plan.run_dir / "train.log").read_text(), compute["updates"]),
                         "target_tokens_from": "train.log"}
@@ -511,22 +520,23 @@ def experiment_lock(root: Path) -> Iterator[None]:
         yield
 
 
-def run_experiment(cfg: ExperimentConfig, root: Path, cluster: "ClusterOptions", dry_run: bool = False) -> Path:
+def run_experiment(cfg: ExperimentConfig, root: Path, cluster: "ClusterOptions", dry_run: bool = False,
+                   only: Sequence[str] = ()) -> Path:
     """Old model (trained once, reused) -> upgrades and data -> runs -> report; returns the report."""
     from .cluster import Runner
     from .report import write_report
 
     root = Path(root).absolute()
     if dry_run:
-        print(build_plan(cfg, root, prepare=False).describe())
+        print(build_plan(cfg, root, prepare=False, only=only).describe())
         return root
     with experiment_lock(root):
         runner = Runner(cluster, root / "jobs")
-        plan = build_plan(cfg, root, prepare=True)
+        plan = build_plan(cfg, root, prepare=True, only=only)
         log(f"experiment {cfg.name}: the old model ({plan.old.run_dir}), trained once and reused")
         runner.run([plan.old])
         if not plan.prepared:  # the upgrades needed the trained old model
-            plan = build_plan(cfg, root, prepare=True)
+            plan = build_plan(cfg, root, prepare=True, only=only)
         write_json_atomic(root / "plan.json", plan.record())
         log(f"experiment {cfg.name}: {len(plan.runs)} runs")
         runner.run(list(plan.runs.values()))

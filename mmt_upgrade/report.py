@@ -88,7 +88,9 @@ def summarize_experiment(plan: Mapping[str, Any], old: Mapping[str, Any], runs: 
     ladder = []
     for name in runs:
         base = specs[name].get("base")
-        if base and base in runs:
+        while base and base not in runs:  # a step of the ladder that was not run: compare with the one below
+            base = specs[base].get("base")
+        if base:
             d = {g: table[name][f"chrfpp_{g}"] - table[base][f"chrfpp_{g}"] for g in GROUPS}
             ladder.append({"step": name, "over": base, "delta_chrfpp": d,
                            "verdict": {g: effect(v) for g, v in d.items()}})

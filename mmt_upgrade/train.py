@@ -111,9 +111,16 @@ def run_training(argv: Sequence[str], data: PreparedData, run_dir: Path) -> Path
     check_data_bin(data.bin_dir, data.langs)
     check_resume_langs(save_dir, data.langs)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log(f"train: fairseq-train {' '.join(argv)}")
-    log(f"train: log in {run_dir / 'train.log'}")
-    run_fairseq_train(argv)
+    last_updates = checkpoint_num_updates(save_dir / "checkpoint_last.pt")
+    max_update = int(argv[argv.index("--max-update") + 1]) if "--max-update" in argv else 0
+    if max_update and last_updates >= max_update:
+        # fairseq would load it and still take one more update before noticing the limit
+        log(f"train: {save_dir / 'checkpoint_last.pt'} is at {last_updates} >= --max-update {max_update}; "
+            "nothing to train")
+    else:
+        log(f"train: fairseq-train {' '.join(argv)}")
+        log(f"train: log in {run_dir / 'train.log'}")
+        run_fairseq_train(argv)
     if not best.exists():
         raise RuntimeError(f"fairseq-train finished without writing {best}")
     write_json_atomic(done_file, {

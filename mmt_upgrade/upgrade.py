@@ -323,6 +323,11 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
         state["task_state"][TASK_STATE_KEY] = record.to_dict()
         # Adam moments of the old shapes cannot be resumed; --finetune-from-model starts a new optimizer.
         state.pop("last_optimizer_state", None)
+        # Runs from here count their own compute: fairseq carries a fine-tuned checkpoint's training clock
+        # (extra_state) into the new run, and the task would count on from its token count.
+        if state.get("extra_state"):
+            state["extra_state"]["previous_training_time"] = 0.0
+        state["task_state"].pop("target_tokens", None)
         log(f"upgrade: writing {out_dir / CHECKPOINT}")
         torch.save(state, tmp / CHECKPOINT)
         (tmp / "dict.txt").write_text("".join(f"{p} 1\n" for p in vocab.pieces), encoding="utf-8")

@@ -32,6 +32,12 @@ def test_pipeline_trains_evaluates_and_resumes(tmp_path):
     assert "Loaded checkpoint" in more.stdout + more.stderr and "(epoch 1 @ 30 updates)" in more.stdout + more.stderr
     assert json.loads((run / "train_done.json").read_text())["num_updates"] == 40
 
+    # a changed flag that does not lengthen a finished run trains nothing (fairseq would take one more update)
+    same = run_cli("mmt-upgrade", "train", "tiny", "--run-dir", str(run), "--set", "train.max-update=40",
+                   "--set", "train.log-interval=5")
+    assert "nothing to train" in same.stderr and "Loaded checkpoint" not in same.stdout + same.stderr
+    assert json.loads((run / "train_done.json").read_text())["num_updates"] == 40
+
     # a language list that would move the checkpoint's language tokens is refused, checkpoint untouched
     last = run / "checkpoints" / "checkpoint_last.pt"
     before = last.read_bytes()
