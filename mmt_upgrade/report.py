@@ -127,6 +127,10 @@ def headline_lines(s: Mapping[str, Any]) -> list[str]:
                          f"at {_fmt(r['reached_at']['updates'])} updates: {_fmt(f['updates'], 2)} of `{ref}`'s updates, "
                          f"{_fmt(f['target_tokens'], 2)} of its target tokens, {_fmt(f['train_wall_s'], 2)} of its "
                          f"training wall time.")
+    if ref:
+        r, o = s["runs"][ref], s["old_model"]
+        lines.append(f"- For scale: `{ref}` trained {_fmt(r['updates'])} updates ({_fmt(r['target_tokens'])} target tokens); "
+                     f"the old model {_fmt(o['updates'])} ({_fmt(o['target_tokens'])}), not counted in (a).")
     lines.append(f"- (b) old directions: `{run}` minus the old model: {h['old_minus_old_model_chrfpp']:+.1f} chrF++.")
     for step in s["ladder"]:
         d, v = step["delta_chrfpp"], step["verdict"]

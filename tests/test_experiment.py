@@ -147,8 +147,9 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
 
 
 def test_killed_experiment_resumes_the_interrupted_run_and_skips_finished_ones(tmp_path, experiment_env):
-    """The experiment process dies mid-run (its local job lives on, orphaned); a restart stops that job,
-    resumes the run from its last checkpoint and leaves the finished run alone."""
+    """The experiment process dies mid-run and its local job lives on, orphaned (suspended here, so that it
+    is still mid-run when the experiment restarts); the restart stops that job, resumes the run from its
+    last checkpoint and leaves the finished run alone."""
     config = write_config(tmp_path / "resume.yaml", name="resume", runs={
         "first": {"upgrade": {"init": "unk"}},
         "second": {"base": "first", "train": {"max-update": 100}},
@@ -165,8 +166,12 @@ def test_killed_experiment_resumes_the_interrupted_run_and_skips_finished_ones(t
             assert time.monotonic() < deadline, "the second run never saved a checkpoint"
             time.sleep(0.1)
     finally:
-        proc.kill()  # the experiment only: its job is orphaned and keeps training
+        proc.kill()  # the experiment only: its job is orphaned
         proc.wait()
+    orphans = subprocess.run(["pgrep", "-f", f"submitit.*{out}"], capture_output=True, text=True).stdout.split()
+    assert orphans, "the job died with the experiment: nothing orphaned to test"
+    for pid in orphans:
+        os.kill(int(pid), signal.SIGSTOP)
     first_result = out / "runs" / "first" / "result.json"
     stamp = first_result.stat().st_mtime_ns
     again = experiment(experiment_env, str(config), "--out", str(out))
@@ -175,8 +180,9 @@ def test_killed_experiment_resumes_the_interrupted_run_and_skips_finished_ones(t
     assert first_result.stat().st_mtime_ns == stamp
     result = json.loads((out / "runs" / "second" / "result.json").read_text())
     assert [p["updates"] for p in result["curve"]] == [0, 20, 40, 60, 80, 100]
-    log = (out / "runs" / "second" / "train.log").read_text()
+    job = json.loads((out / "jobs" / "jobs.json").read_text())["second"]["job_id"]
+    log = (out / "jobs" / f"{job}_0_log.err").read_text()  # the resubmitted job's own log
     resumed = [int(x) for x in re.findall(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ (\d+) updates\)", log)]
-    assert resumed and resumed[0] >= 20, "the interrupted run started over instead of resuming"
+    assert resumed and 20 <= resumed[0] < 100, f"the interrupted run did not resume mid-run: {resumed}"
     leftover = subprocess.run(["pgrep", "-f", f"submitit.*{out}"], capture_output=True, text=True).stdout
     assert not leftover.strip(), f"job processes left running: {leftover}"
