@@ -23,7 +23,7 @@ from .config import RunConfig, load_config, read_config_tree
 from .data.prepare import DataConfig, PreparedData, bible_texts, prepare_data, tokenizer_hash
 from .errors import UserInputError
 from .growth import GrowthOptions
-from .languages import PIVOT, directions, parse_lang_list
+from .languages import directions, parse_lang_list
 from .paths import cache_dir, runs_dir
 from .train import fairseq_train_argv, flags_to_argv, run_training
 from .upgrade import UpgradeInputs, UpgradeOptions, parse_langtok_init, upgrade
