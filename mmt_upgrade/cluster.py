@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import submitit
 
 from .errors import UserInputError
-from .experiment import RESULT, RunPlan, execute_run
+from .experiment import RunPlan, execute_run
 from .utils import log, write_json_atomic
 
 CLUSTERS = ("local", "slurm")
@@ -210,9 +210,9 @@ class Runner:
 
     def run(self, plans: Sequence[RunPlan]) -> dict[str, dict]:
         """Finished runs are skipped; local runs go one after another, SLURM runs all at once."""
-        todo = [p for p in plans if not _finished(p)]
         labels = {p.name: f"[{i}/{len(plans)}]" for i, p in enumerate(plans, 1)}
-        results = {p.name: json.loads((p.results / RESULT).read_text()) for p in plans if _finished(p)}
+        results = {p.name: r for p in plans if (r := p.finished()) is not None}
+        todo = [p for p in plans if p.name not in results]
         for p in plans:
             if p.name in results:
                 log(f"{labels[p.name]} {p.name}: finished earlier; skipping")
@@ -223,7 +223,3 @@ class Runner:
             results |= self.wait({p.name: (p, self.submit(p)) for p in todo}, labels)
         return {p.name: results[p.name] for p in plans}
 
-
-def _finished(plan: RunPlan) -> bool:
-    result = plan.results / RESULT
-    return result.exists() and json.loads(result.read_text()).get("argv") == plan.train_argv

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
-from .checkpoint import read_checkpoint
+from .checkpoint import checkpoint_num_updates, read_checkpoint
 from .config import RunConfig, load_config, read_config_tree
 from .data.prepare import DataConfig, PreparedData, bible_texts, prepare_data, tokenizer_hash
 from .errors import UserInputError
-from .growth import GrowthOptions
+from .growth import GrowthOptions, widened_ffn_dim
 from .languages import directions, parse_lang_list
 from .paths import cache_dir, runs_dir
 from .train import fairseq_train_argv, flags_to_argv, run_training
@@ -198,7 +198,7 @@ def grown_model_flags(model_flags: Mapping[str, Any], growth: GrowthOptions) -> 
     out = dict(model_flags)
     for side in ("encoder", "decoder"):
         out[f"{side}-layers"] = int(model_flags[f"{side}-layers"]) + growth.added_layers(side)
-        out[f"{side}-ffn-embed-dim"] = round(int(model_flags[f"{side}-ffn-embed-dim"]) * growth.widen_ffn)
+        out[f"{side}-ffn-embed-dim"] = widened_ffn_dim(int(model_flags[f"{side}-ffn-embed-dim"]), growth.widen_ffn)
     return out
 
 
@@ -231,6 +231,14 @@ class RunPlan:
     def results(self) -> Path:
         return self.result_dir or self.run_dir
 
+    def finished(self) -> dict[str, Any] | None:
+        """The run's result when it finished with exactly this command, else None."""
+        result_file = self.results / RESULT
+        if not result_file.exists():
+            return None
+        result = json.loads(result_file.read_text())
+        return result if result.get("argv") == self.train_argv else None
+
 
 @dataclass
 class Plan:
@@ -260,7 +268,7 @@ class Plan:
                          f"--out {self.root / 'upgrades' / key} --new-langs {','.join(self.cfg.new_langs)} "
                          + " ".join(upgrade_argv(options)))
         for i, (name, run) in enumerate(self.runs.items(), 1):
-            done = (run.run_dir / RESULT).exists()
+            done = (run.results / RESULT).exists()  # a dry run's commands name placeholders: no argv match
             lines.append(f"[{i}/{len(self.runs)}] {name}{' (finished)' if done else ''}: "
                          f"{run.max_update} updates, evaluated every {run.eval_every}"
                          + (f", upgrade {self.run_upgrade[name]}" if name in self.run_upgrade else ", from scratch"))
@@ -341,13 +349,13 @@ def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool, only: Sequence[
     model_keys = ("arch", "encoder-layers", "decoder-layers", "encoder-ffn-embed-dim", "decoder-ffn-embed-dim")
     for run in (runs[name] for name in selected):
         flags = {**old_cfg.train, **cfg.train, **run.train}
+        growth = None
         if run.start == "upgrade":
-            key = run_upgrade[run.name]
-            flags |= grown_model_flags({k: flags[k] for k in model_keys if k in flags}, upgrades[key].growth)
-            flags["finetune-from-model"] = str(root / "upgrades" / key / "checkpoint.pt")
-        elif run.size_of:
-            grower = runs[run.size_of]
-            growth = cfg.upgrade_options(grower).growth if grower.start == "upgrade" else GrowthOptions()
+            growth = upgrades[run_upgrade[run.name]].growth
+            flags["finetune-from-model"] = str(root / "upgrades" / run_upgrade[run.name] / "checkpoint.pt")
+        elif run.size_of and runs[run.size_of].start == "upgrade":
+            growth = cfg.upgrade_options(runs[run.size_of]).growth
+        if growth is not None:
             flags |= grown_model_flags({k: flags[k] for k in model_keys if k in flags}, growth)
         if run.distill:
             flags |= {"criterion": "cross_vocab_distillation", "teacher-path": str(old_best),
@@ -387,7 +395,7 @@ def prepare_upgrades(cfg: ExperimentConfig, root: Path, old_cfg: RunConfig, old_
                                    dev)
             upgrade(inputs, out, options)
         tokenizers[key] = tokenizer_hash(out)
-    if not upgrades:  # scratch runs only: the vocabulary of a default upgrade
+    if not upgrades:  # every run shares the upgraded vocabulary: one upgrade must build it
         raise UserInputError(f"{cfg.source}: no run starts from an upgrade; the experiment needs one for the "
                              "upgraded vocabulary every run shares")
     first = next(iter(upgrades))
@@ -448,7 +456,7 @@ def interval_checkpoint(save_dir: Path, updates: int) -> Path | None:
     if found:
         return found[-1]
     last = save_dir / "checkpoint_last.pt"
-    if last.exists() and compute_of(last)["updates"] == updates:
+    if checkpoint_num_updates(last) == updates:
         return last
     return None
 
@@ -464,12 +472,10 @@ def execute_run(plan: RunPlan) -> dict[str, Any]:
     """Train (resuming), evaluate every interval checkpoint, write `result.json`; skip when already done."""
     from .evaluate import evaluate
 
-    result_file = plan.results / RESULT
-    if result_file.exists():
-        done = json.loads(result_file.read_text())
-        if done.get("argv") == plan.train_argv:
-            log(f"experiment: {plan.name} is finished; skipping")
-            return done
+    done = plan.finished()
+    if done is not None:
+        log(f"experiment: {plan.name} is finished; skipping")
+        return done
     train_data, eval_data = PreparedData.open(plan.train_data), PreparedData.open(plan.eval_data)
     save_dir = plan.run_dir / "checkpoints"
     best = run_training(plan.train_argv, train_data, plan.run_dir)
@@ -480,15 +486,13 @@ def execute_run(plan: RunPlan) -> dict[str, Any]:
         res = evaluate(plan.start_checkpoint, eval_data, plan.start_eval_dir, plan.split, plan.beam,
                        plan.max_tokens, plan.new_langs)
         curve.append({"updates": 0, "target_tokens": 0, "train_wall_s": 0.0, **summarize(res)})
-    if plan.eval_every:
-        points = [(u, interval_checkpoint(save_dir, u)) for u in range(plan.eval_every, plan.max_update + 1, plan.eval_every)]
-    else:
-        points = [(None, best)]
-    for updates, checkpoint in points:
+    points = range(plan.eval_every, plan.max_update + 1, plan.eval_every) if plan.eval_every else [None]
+    for updates in points:
         out = plan.results / "evals" / (f"{updates:07d}" if updates is not None else "best")
         if (out / "point.json").exists():
             curve.append(json.loads((out / "point.json").read_text()))
             continue
+        checkpoint = interval_checkpoint(save_dir, updates) if updates is not None else best
         if checkpoint is None:
             raise RuntimeError(f"{plan.name}: no checkpoint at update {updates} in {save_dir}")
         compute = compute_of(checkpoint, clock_start)
@@ -503,7 +507,7 @@ def execute_run(plan: RunPlan) -> dict[str, Any]:
         if checkpoint.name not in ("checkpoint_last.pt", "checkpoint_best.pt"):
             checkpoint.unlink()  # evaluated; the run resumes from checkpoint_last.pt
     result = {"name": plan.name, "argv": plan.train_argv, "curve": curve}
-    write_json_atomic(result_file, result)
+    write_json_atomic(plan.results / RESULT, result)
     return result
 
 

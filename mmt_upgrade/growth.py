@@ -157,12 +157,17 @@ def grow_depth(model_state: dict[str, torch.Tensor], side: str, n_new: int, init
             "new_layer_indices": [j for j, s in enumerate(order) if s is None]}
 
 
+def widened_ffn_dim(d_ff: int, factor: float) -> int:
+    """The FFN width after `--widen-ffn factor` (what the grown checkpoint and fairseq's flags say)."""
+    return round(d_ff * factor)
+
+
 def widen_ffn(model_state: dict[str, torch.Tensor], side: str, factor: float, init: str, noise: float,
               generator: torch.Generator, record: NewParameterRecord) -> dict:
     """Widen every FFN of one stack by `factor` (in place); new unit k copies old unit k mod d_ff."""
     layers = stack_layers(model_state, side)
     d_ff = layers[0]["fc1.weight"].shape[0]
-    n_add = round(d_ff * factor) - d_ff
+    n_add = widened_ffn_dim(d_ff, factor) - d_ff
     if n_add == 0:
         return {"ffn_before": d_ff, "ffn_after": d_ff}
     src = torch.arange(n_add) % d_ff
