@@ -5,7 +5,8 @@ setup(
     version="0.1.0",
     description="Upgrade a trained fairseq multilingual MT model with new languages without forgetting",
     python_requires=">=3.11",
-    packages=find_packages(include=["mmt_upgrade", "mmt_upgrade.*"]),
+    # The library and its fairseq plugins (`mmt-upgrade plugin-dir` prints the path for --user-dir).
+    packages=find_packages(include=["mmt_upgrade", "mmt_upgrade.*", "fairseq_plugins", "fairseq_plugins.*"]),
     package_data={"mmt_upgrade": ["configs/*.yaml"]},
     entry_points={"console_scripts": ["mmt-upgrade=mmt_upgrade.cli:main"]},
 )

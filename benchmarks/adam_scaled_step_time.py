@@ -20,11 +20,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import prepare_data
-from mmt_upgrade.paths import cache_dir, runs_dir
+from legs import (  # benchmarks/ is the script's directory
+    inner_lines,
+    run_legs,
+    steady_wps,
+)
 
-from legs import inner_lines, run_legs, steady_wps  # benchmarks/ is the script's directory
+from mmt_upgrade.core.paths import cache_dir, runs_dir
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
 
 LOG_INTERVAL = 10
 
@@ -38,8 +42,8 @@ def optimizer_step_times(checkpoint: Path, repeats: int) -> dict[str, float]:
     from fairseq import utils
     from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 
-    from mmt_upgrade.checkpoint import read_checkpoint
-    from mmt_upgrade.paths import PLUGIN_DIR
+    from mmt_upgrade.core.paths import PLUGIN_DIR
+    from mmt_upgrade.fairseq_io.checkpoint import read_checkpoint
 
     utils.import_user_module(Namespace(user_dir=str(PLUGIN_DIR)))  # as fairseq-train does
     from fairseq_plugins.optim.adam_scaled import AdamScaled, AdamScaledConfig

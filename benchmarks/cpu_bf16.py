@@ -15,12 +15,16 @@ import re
 import statistics
 from pathlib import Path
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import prepare_data
-from mmt_upgrade.evaluate import evaluate
-from mmt_upgrade.paths import cache_dir
+from legs import (  # benchmarks/ is the script's directory
+    inner_lines,
+    run_legs,
+    steady_wps,
+)
 
-from legs import inner_lines, run_legs, steady_wps  # benchmarks/ is the script's directory
+from mmt_upgrade.core.paths import cache_dir
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.evaluate import evaluate
+from mmt_upgrade.pipeline.runconfig import load_config
 
 LOG_INTERVAL = 25
 VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)")

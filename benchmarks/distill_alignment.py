@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import bible_texts, prepare_data
-from mmt_upgrade.data.spm import load_spm
-from mmt_upgrade.distill.align import ExampleAligner
-from mmt_upgrade.paths import cache_dir, runs_dir
-from mmt_upgrade.vocab import Tokenizer, model_symbols, read_dictionary
+from mmt_upgrade.core.distill.align import ExampleAligner
+from mmt_upgrade.core.paths import cache_dir, runs_dir
+from mmt_upgrade.core.spm import load_spm
+from mmt_upgrade.core.vocab import Tokenizer, model_symbols, read_dictionary
+from mmt_upgrade.pipeline.data.prepare import bible_texts, prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
 
 
 def alignment_shares(aligner: ExampleAligner, tokenizer: Tokenizer, index: dict[str, int], lang: str,

@@ -18,20 +18,20 @@ against label-smoothed cross-entropy alone: resident memory once set up, and the
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
-import gc
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import prepare_data
-from mmt_upgrade.distill.losses import KD_METHODS
-from mmt_upgrade.paths import cache_dir, runs_dir
-from mmt_upgrade.train import fairseq_train_argv
+from mmt_upgrade.core.distill.losses import KD_METHODS
+from mmt_upgrade.core.paths import cache_dir, runs_dir
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
+from mmt_upgrade.pipeline.train import fairseq_train_argv
 
 
 def paths(upgraded: Path) -> dict:

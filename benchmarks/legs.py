@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmt_upgrade.checkpoint import checkpoint_num_updates
-from mmt_upgrade.config import RunConfig
-from mmt_upgrade.data.prepare import PreparedData
-from mmt_upgrade.train import fairseq_train_argv, run_fairseq_train
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_num_updates
+from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
+from mmt_upgrade.fairseq_io.layout import PreparedData
+from mmt_upgrade.pipeline.runconfig import RunConfig
+from mmt_upgrade.pipeline.train import fairseq_train_argv
 
 INNER = re.compile(r" loss=([\d.]+).*?wps=([\d.]+).*?num_updates=(\d+)")
 

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import prepare_data
-from mmt_upgrade.paths import cache_dir, runs_dir
+from mmt_upgrade.core.paths import cache_dir, runs_dir
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
 
 CLI = str(Path(sys.executable).parent / "mmt-upgrade")
 DEEPER = ("--add-encoder-layers", "2", "--add-decoder-layers", "2")

@@ -16,10 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import prepare_data
-from mmt_upgrade.embeddings import INIT_METHODS
-from mmt_upgrade.paths import cache_dir, runs_dir
+from mmt_upgrade.core.embeddings import INIT_METHODS
+from mmt_upgrade.core.paths import cache_dir, runs_dir
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
 
 CLI = str(Path(sys.executable).parent / "mmt-upgrade")
 

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.prepare import DataConfig, bible_texts, prepare_data
-from mmt_upgrade.data.spm import SPECIALS, dictionary_lines, load_spm
-from mmt_upgrade.paths import cache_dir
-from mmt_upgrade.train import fairseq_train_argv, run_fairseq_train
+from mmt_upgrade.core.paths import cache_dir
+from mmt_upgrade.core.spm import SPECIALS, dictionary_lines, load_spm
+from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
+from mmt_upgrade.pipeline.data.prepare import DataConfig, bible_texts, prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
+from mmt_upgrade.pipeline.train import fairseq_train_argv
 
 D, LAYERS, FFN, ROWS = 1024, 12, 4096, 256_206
 OLD_LANGS = ["en", "es", "fr", "de", "ru", "pt", "uk", "fa", "ko", "ja", "zh", "hi", "bn", "pl", "ro", "tr", "sw",

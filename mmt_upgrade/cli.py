@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserInputError
-from .paths import cache_dir, runs_dir
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.paths import cache_dir, runs_dir
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -29,8 +29,8 @@ def _lang_cap(item: str) -> tuple[str, int]:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .data.prepare import prepare_data
+    from mmt_upgrade.pipeline.data.prepare import prepare_data
+    from mmt_upgrade.pipeline.runconfig import load_config
 
     overrides = list(args.overrides)
     if args.langs:
@@ -51,9 +51,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .data.prepare import prepare_data
-    from .train import train
+    from mmt_upgrade.pipeline.data.prepare import prepare_data
+    from mmt_upgrade.pipeline.runconfig import load_config
+    from mmt_upgrade.pipeline.train import train
 
     cfg = load_config(args.config, args.overrides)
     data = prepare_data(cfg.data, cache_dir())
@@ -62,9 +62,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .data.prepare import PreparedData, prepare_data
-    from .evaluate import evaluate, format_table
+    from mmt_upgrade.fairseq_io.layout import PreparedData
+    from mmt_upgrade.pipeline.data.prepare import prepare_data
+    from mmt_upgrade.pipeline.evaluate import evaluate, format_table
+    from mmt_upgrade.pipeline.runconfig import load_config
 
     cfg = load_config(args.config, args.overrides)
     run_dir = _run_dir(args, cfg.name)
@@ -80,11 +81,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     """data -> train -> evaluate, each stage reusing what an earlier run finished."""
     import time
 
-    from .config import load_config
-    from .data.prepare import prepare_data
-    from .evaluate import evaluate, format_table
-    from .train import train
-    from .utils import log, write_json_atomic
+    from mmt_upgrade.core.files import log, write_json_atomic
+    from mmt_upgrade.pipeline.data.prepare import prepare_data
+    from mmt_upgrade.pipeline.evaluate import evaluate, format_table
+    from mmt_upgrade.pipeline.runconfig import load_config
+    from mmt_upgrade.pipeline.train import train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = _run_dir(args, cfg.name)
@@ -124,11 +125,18 @@ def _lang_files(items: list[str], flag: str) -> dict[str, tuple[list[str], str]]
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    from .checkpoint import checkpoint_langs, read_checkpoint
-    from .data.prepare import DataConfig, PreparedData, bible_texts
-    from .languages import parse_lang_list
-    from .growth import GrowthOptions
-    from .upgrade import UpgradeInputs, UpgradeOptions, check_new_langs, parse_langtok_init, upgrade
+    from mmt_upgrade.core.growth import GrowthOptions
+    from mmt_upgrade.core.languages import parse_lang_list
+    from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, read_checkpoint
+    from mmt_upgrade.fairseq_io.layout import PreparedData
+    from mmt_upgrade.pipeline.data.prepare import DataConfig, bible_texts
+    from mmt_upgrade.pipeline.upgrade import (
+        UpgradeInputs,
+        UpgradeOptions,
+        check_new_langs,
+        parse_langtok_init,
+        upgrade,
+    )
 
     old_data = PreparedData.open(Path(args.old_data)) if args.old_data else None
     spm = Path(args.spm) if args.spm else (old_data.spm_model if old_data else None)
@@ -171,10 +179,10 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .data.prepare import PreparedData
-    from .languages import parse_lang_list
-    from .utils import write_json_atomic
-    from .verify import format_verify, verify
+    from mmt_upgrade.core.files import write_json_atomic
+    from mmt_upgrade.core.languages import parse_lang_list
+    from mmt_upgrade.fairseq_io.layout import PreparedData
+    from mmt_upgrade.pipeline.verify import format_verify, verify
 
     old_data = PreparedData.open(Path(args.old_data))
     new_dir = Path(args.new)
@@ -188,10 +196,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_cache(args: argparse.Namespace) -> int:
-    from .data.prepare import PreparedData
-    from .distill.cache import build_cache
-    from .distill.distiller import DistillOptions, Distiller, student_tokenizer
-    from .vocab import model_symbols, read_dictionary
+    from mmt_upgrade.core.vocab import model_symbols, read_dictionary
+    from mmt_upgrade.fairseq_io.distiller import (
+        Distiller,
+        DistillOptions,
+        student_tokenizer,
+    )
+    from mmt_upgrade.fairseq_io.layout import PreparedData
+    from mmt_upgrade.fairseq_io.teacher_cache import build_cache
 
     data = PreparedData.open(Path(args.data))
     opts = DistillOptions.from_namespace(args)
@@ -204,8 +216,9 @@ def cmd_distill_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .cluster import ClusterOptions
-    from .experiment import ExperimentConfig, run_experiment
+    from mmt_upgrade.pipeline.experiment.run import run_experiment
+    from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
+    from mmt_upgrade.pipeline.experiment.runner import ClusterOptions
 
     cfg = ExperimentConfig.load(args.config, args.overrides)
     cluster = ClusterOptions(cluster=args.cluster, partition=args.partition, account=args.account, qos=args.qos,
@@ -229,7 +242,7 @@ def parse_run_names(text: str) -> list[str]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from mmt_upgrade.pipeline.report import write_report
 
     report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
     print(report.read_text())
@@ -264,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, help="beam size (default: the config's, 5)")
     p.set_defaults(func=cmd_evaluate)
 
-    from .embeddings import INIT_METHODS
-    from .growth import GROW_INITS, GROW_POSITIONS
-    from .vocab import VOCAB_MODES
+    from mmt_upgrade.core.embeddings import INIT_METHODS
+    from mmt_upgrade.core.growth import GROW_INITS, GROW_POSITIONS
+    from mmt_upgrade.core.vocab import VOCAB_MODES
 
     p = sub.add_parser("upgrade", help="extend a trained model's vocabulary and language list")
     p.add_argument("checkpoint", help="the old fairseq checkpoint (read only)")
@@ -313,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_verify)
 
-    from .distill.distiller import DistillOptions
+    from mmt_upgrade.fairseq_io.distiller import DistillOptions
 
     p = sub.add_parser("distill-cache", help="run the teacher once over the training data for "
                                              "--criterion cross_vocab_distillation --teacher-cache DIR")

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from mmt_upgrade.config import load_config
-from mmt_upgrade.data.bible import fetch_bible_db
-from mmt_upgrade.data.prepare import DataConfig, PreparedData, bible_texts, prepare_data
-from mmt_upgrade.paths import PLUGIN_DIR, REPO_ROOT, cache_dir
-from mmt_upgrade.train import flags_to_argv, task_argv
+from mmt_upgrade.core.paths import PLUGIN_DIR, cache_dir
+from mmt_upgrade.fairseq_io.drivers import flags_to_argv, task_argv
+from mmt_upgrade.fairseq_io.layout import PreparedData
+from mmt_upgrade.pipeline.data.bible import fetch_bible_db
+from mmt_upgrade.pipeline.data.prepare import DataConfig, bible_texts, prepare_data
+from mmt_upgrade.pipeline.runconfig import load_config
 
 BIN = Path(sys.executable).parent
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")

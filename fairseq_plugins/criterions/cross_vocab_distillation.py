@@ -15,14 +15,21 @@ import typing
 from pathlib import Path
 
 from fairseq.criterions import register_criterion
-from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossEntropyCriterion,
-                                                             LabelSmoothedCrossEntropyCriterionConfig,
-                                                             label_smoothed_nll_loss)
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
+)
 from fairseq.logging import metrics
 
-from mmt_upgrade.distill.distiller import DistillOptions, Distiller, KDResult, student_tokenizer
-from mmt_upgrade.distill.losses import StudentOutput
-from mmt_upgrade.errors import UserInputError
+from mmt_upgrade.core.distill.losses import StudentOutput
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.fairseq_io.distiller import (
+    Distiller,
+    DistillOptions,
+    KDResult,
+    student_tokenizer,
+)
 
 logger = logging.getLogger(__name__)
 

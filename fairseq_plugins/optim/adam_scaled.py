@@ -17,10 +17,10 @@ from fairseq.optim import register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
-from mmt_upgrade.checkpoint import checkpoint_to_restore, read_task_state
-from mmt_upgrade.errors import UserInputError
-from mmt_upgrade.lr_scaling import group_parameters, parse_rules, rescale_update_
-from mmt_upgrade.record import NewParameterRecord
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.lr_scaling import group_parameters, parse_rules, rescale_update_
+from mmt_upgrade.core.record import NewParameterRecord
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_to_restore, read_task_state
 
 logger = logging.getLogger(__name__)
 

@@ -23,13 +23,17 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
-from mmt_upgrade.checkpoint import checkpoint_to_restore, read_task_state
-from mmt_upgrade.errors import UserInputError
-from mmt_upgrade.languages import check_extends
-from mmt_upgrade.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
-from mmt_upgrade.record import TASK_STATE_KEY, NewParameterRecord
-from mmt_upgrade.sampling import SAMPLING_METHODS, check_upsampling, sampling_distribution
-from mmt_upgrade.utils import write_json_atomic
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.files import write_json_atomic
+from mmt_upgrade.core.languages import check_extends
+from mmt_upgrade.core.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
+from mmt_upgrade.core.record import TASK_STATE_KEY, NewParameterRecord
+from mmt_upgrade.core.sampling import (
+    SAMPLING_METHODS,
+    check_upsampling,
+    sampling_distribution,
+)
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_to_restore, read_task_state
 
 logger = logging.getLogger(__name__)
 TARGET_TOKENS = "target_tokens"

@@ -1,0 +1,85 @@
+"""The new-parameter record: which parameters, or which slices of them, an upgrade added.
+
+It is small JSON (ranges, not index lists: a 256k-row embedding costs one entry) stored in
+`upgrade.json` and in the checkpoint's `task_state["upgrade_record"]`; `--task upgrade_translation`
+reads it from the checkpoint fairseq-train loads and keeps it in every checkpoint it saves, so it
+survives saving and resuming. The LR-scaling optimizer and the distillation criterion read it.
+
+Format (version 1)::
+
+    {"format": 1,
+     "whole": ["decoder.layers.6.fc1.weight", ...],              # parameters that are new entirely
+     "slices": {"encoder.embed_tokens.weight": [[0, 4000, 5310]],  # [dim, start, stop): new rows
+                "encoder.layers.0.fc2.weight": [[1, 1024, 2048]]}}  # new columns
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+
+from mmt_upgrade.core.errors import UserInputError
+
+FORMAT = 1
+TASK_STATE_KEY = "upgrade_record"
+
+
+@dataclass
+class NewParameterRecord:
+    whole: list[str] = field(default_factory=list)
+    slices: dict[str, list[list[int]]] = field(default_factory=dict)
+
+    def add_whole(self, name: str) -> None:
+        if name not in self.whole:
+            self.whole.append(name)
+
+    def add_slice(self, name: str, dim: int, start: int, stop: int) -> None:
+        if stop > start:
+            self.slices.setdefault(name, []).append([dim, start, stop])
+
+    def add_rows(self, name: str, start: int, stop: int) -> None:
+        self.add_slice(name, 0, start, stop)
+
+    def is_empty(self) -> bool:
+        return not self.whole and not self.slices
+
+    def new_mask(self, name: str, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """Boolean tensor of `shape`, True where the parameter `name` is new."""
+        mask = torch.zeros(shape, dtype=torch.bool)
+        if name in self.whole:
+            mask[...] = True
+        for dim, start, stop in self.slices.get(name, []):
+            mask.narrow(dim, start, stop - start).fill_(True)
+        return mask
+
+    def new_rows(self, name: str) -> list[tuple[int, int]]:
+        return [(start, stop) for dim, start, stop in self.slices.get(name, []) if dim == 0]
+
+    def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
+        """Every named parameter exists and every slice lies inside it."""
+        for name in self.whole:
+            if name not in shapes:
+                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks")
+        for name, items in self.slices.items():
+            if name not in shapes:
+                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks")
+            for dim, start, stop in items:
+                if not (0 <= dim < len(shapes[name]) and 0 <= start < stop <= shapes[name][dim]):
+                    raise UserInputError(f"{what}: record slice {[dim, start, stop]} of {name} lies outside "
+                                         f"its shape {tuple(shapes[name])}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "whole": list(self.whole), "slices": {k: [list(s) for s in v] for k, v in self.slices.items()}}
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> "NewParameterRecord":
+        if obj.get("format") != FORMAT:
+            raise UserInputError(f"new-parameter record has format {obj.get('format')!r}, expected {FORMAT}")
+        return cls(whole=list(obj.get("whole", [])),
+                   slices={k: [list(map(int, s)) for s in v] for k, v in obj.get("slices", {}).items()})
+
+    @classmethod
+    def from_task_state(cls, task_state: Mapping[str, Any] | None) -> "NewParameterRecord | None":
+        obj = (task_state or {}).get(TASK_STATE_KEY)
+        return None if obj is None else cls.from_dict(obj)

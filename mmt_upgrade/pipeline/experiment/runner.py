@@ -1,0 +1,226 @@
+"""Where runs execute: submitit's local executor (one after another on this machine) or SLURM.
+
+Each run is a `TrainingJob`, a submitit `Checkpointable`: on preemption or timeout SLURM requeues it
+with the same plan, and fairseq resumes from the run's own `checkpoint_last.pt` (the upgraded start is
+`--finetune-from-model`, which fairseq ignores once a last checkpoint exists). Job ids are recorded in
+`jobs/jobs.json`, so a restarted experiment re-attaches to SLURM jobs still queued or running, and stops
+local jobs orphaned by a killed experiment before resubmitting them (they resume, never start over).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import submitit
+
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.files import log, write_json_atomic
+from mmt_upgrade.pipeline.experiment.job import execute_run
+from mmt_upgrade.pipeline.experiment.plan import RunPlan
+
+CLUSTERS = ("local", "slurm")
+UPDATE = re.compile(r"num_updates=(\d+)")
+
+
+class TrainingJob(submitit.helpers.Checkpointable):
+    """One run on one node (or one task of a multi-GPU/multi-node job: fairseq's torch.distributed)."""
+
+    def __call__(self, plan: RunPlan) -> dict[str, Any]:
+        env = submitit.JobEnvironment()
+        if env.num_tasks > 1:  # fairseq's distributed training: init from the env:// variables exported here
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            if env.global_rank != 0:
+                from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
+
+                run_fairseq_train(plan.train_argv)  # a worker: rank 0 owns the files and the evaluation
+                return {}
+        return execute_run(plan)
+
+
+@dataclass
+class ClusterOptions:
+    cluster: str = "local"
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    timeout_min: int = 24 * 60
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 0.0
+    poll_s: float = 10.0
+
+    def check(self) -> None:
+        if self.cluster not in CLUSTERS:
+            raise UserInputError(f"--cluster: unknown {self.cluster!r}; choose from {', '.join(CLUSTERS)}")
+        if self.cluster == "slurm" and not self.partition:
+            raise UserInputError("--cluster slurm needs --partition P")
+        if self.nodes < 1 or self.gpus_per_node < 0 or self.cpus_per_task < 1:
+            raise UserInputError("--nodes and --cpus-per-task must be positive, --gpus-per-node not negative")
+
+
+def make_executor(options: ClusterOptions, folder: Path) -> submitit.Executor:
+    if options.cluster == "local":
+        executor = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=options.timeout_min)
+        return executor
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+    params: dict[str, Any] = {"slurm_partition": options.partition, "timeout_min": options.timeout_min,
+                              "nodes": options.nodes, "tasks_per_node": max(1, options.gpus_per_node),
+                              "cpus_per_task": options.cpus_per_task, "name": "mmt-upgrade"}
+    optional = {"gpus_per_node": options.gpus_per_node, "mem_gb": options.mem_gb,
+                "slurm_account": options.account, "slurm_qos": options.qos}
+    executor.update_parameters(**params, **{k: v for k, v in optional.items() if v})
+    return executor
+
+
+def _pid_alive(pid: int) -> bool:
+    """A live submitit process (not a recycled pid)."""
+    try:
+        return b"submitit" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (submitit's local job is a wrapper process around the one that trains)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def stop_local_job(pid: int) -> None:
+    """SIGKILL the job's whole process tree: submitit's job process ignores SIGTERM (it bypasses it), and
+    nothing is lost: fairseq and this package write their files atomically, and the run resumes from its
+    last checkpoint."""
+    tree = _process_tree(pid)
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in tree):
+        time.sleep(0.05)
+
+
+def _slurm_active(job_id: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+    return out.returncode == 0 and out.stdout.strip() in ("PENDING", "RUNNING", "CONFIGURING", "REQUEUED",
+                                                           "COMPLETING", "SUSPENDED")
+
+
+def _progress(plan: RunPlan) -> str:
+    """`update U/MAX loss L` from the run's fairseq log, and how many evaluations are written."""
+    log_file = plan.run_dir / "train.log"
+    text = log_file.read_text(errors="replace")[-20000:] if log_file.exists() else ""
+    updates = UPDATE.findall(text)
+    evals = len(list((plan.results / "evals").glob("*/point.json")))
+    parts = [f"update {updates[-1] if updates else 0}/{plan.max_update}"]
+    if evals:
+        parts.append(f"{evals} evaluation(s) done")
+    return ", ".join(parts)
+
+
+class Runner:
+    """Submits runs and waits for them; remembers job ids so a restarted experiment continues."""
+
+    def __init__(self, options: ClusterOptions, folder: Path):
+        options.check()
+        self.options = options
+        self.folder = Path(folder)
+        self.jobs_file = self.folder / "jobs.json"
+        self.executor = make_executor(options, self.folder)
+
+    def _jobs(self) -> dict[str, dict[str, str]]:
+        return json.loads(self.jobs_file.read_text()) if self.jobs_file.exists() else {}
+
+    def _record(self, name: str, job_id: str) -> None:
+        jobs = self._jobs()
+        jobs[name] = {"job_id": job_id, "cluster": self.options.cluster}
+        write_json_atomic(self.jobs_file, jobs)
+
+    def _reattach_or_clear(self, plan: RunPlan) -> submitit.Job | None:
+        known = self._jobs().get(plan.name)
+        if not known or known["cluster"] != self.options.cluster:
+            return None
+        job_id = known["job_id"]
+        if self.options.cluster == "slurm" and _slurm_active(job_id):
+            log(f"experiment: {plan.name}: re-attaching to SLURM job {job_id}")
+            return submitit.SlurmJob(folder=self.folder, job_id=job_id)
+        if self.options.cluster == "local" and job_id.isdigit() and _pid_alive(int(job_id)):
+            log(f"experiment: {plan.name}: stopping job {job_id} left by an interrupted experiment (it resumes)")
+            stop_local_job(int(job_id))
+        return None
+
+    def submit(self, plan: RunPlan) -> submitit.Job:
+        job = self._reattach_or_clear(plan)
+        if job is None:
+            job = self.executor.submit(TrainingJob(), plan)
+            self._record(plan.name, str(job.job_id))
+            log(f"experiment: {plan.name}: submitted job {job.job_id} ({self.options.cluster}); "
+                f"log {plan.run_dir / 'train.log'}")
+        return job
+
+    def wait(self, jobs: dict[str, tuple[RunPlan, submitit.Job]], labels: dict[str, str]) -> dict[str, dict]:
+        """Poll until every job is done, printing each run's progress when it changes."""
+        results: dict[str, dict] = {}
+        shown: dict[str, str] = {}
+        gone_since: dict[str, float] = {}
+        while len(results) < len(jobs):
+            for name, (plan, job) in jobs.items():
+                if name in results:
+                    continue
+                if job.done():
+                    error = job.exception()
+                    if error is not None:
+                        raise RuntimeError(f"run {name} failed (job {job.job_id}; logs in {self.folder}, "
+                                           f"{plan.run_dir / 'train.log'}): {error}")
+                    results[name] = job.result()
+                    log(f"{labels[name]} {name}: finished")
+                    continue
+                if self.options.cluster == "slurm" and not _slurm_active(str(job.job_id)):
+                    gone_since.setdefault(name, time.monotonic())
+                    if time.monotonic() - gone_since[name] > 120:
+                        raise RuntimeError(f"run {name}: SLURM job {job.job_id} left the queue without a result; "
+                                           f"see {self.folder}")
+                now = _progress(plan)
+                if shown.get(name) != now:
+                    shown[name] = now
+                    log(f"{labels[name]} {name}: {now}")
+            if len(results) < len(jobs):
+                time.sleep(self.options.poll_s)
+        return results
+
+    def run(self, plans: Sequence[RunPlan]) -> dict[str, dict]:
+        """Finished runs are skipped; local runs go one after another, SLURM runs all at once."""
+        labels = {p.name: f"[{i}/{len(plans)}]" for i, p in enumerate(plans, 1)}
+        results = {p.name: r for p in plans if (r := p.finished()) is not None}
+        todo = [p for p in plans if p.name not in results]
+        for p in plans:
+            if p.name in results:
+                log(f"{labels[p.name]} {p.name}: finished earlier; skipping")
+        if self.options.cluster == "local":
+            for plan in todo:
+                results |= self.wait({plan.name: (plan, self.submit(plan))}, labels)
+        elif todo:
+            results |= self.wait({p.name: (p, self.submit(p)) for p in todo}, labels)
+        return {p.name: results[p.name] for p in plans}
+

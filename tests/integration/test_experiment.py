@@ -1,0 +1,189 @@
+"""`mmt-upgrade experiment` / `report`: config checks, the printed plan, the tiny experiment end to end through
+submitit's local executor (real fairseq-train, fairseq-generate, sacrebleu), and resume after a kill."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.paths import CONFIG_DIR
+from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
+
+from ..conftest import BIN, REPO_ROOT, run_cli
+
+TINY = yaml.safe_load((CONFIG_DIR / "tiny_upgrade.yaml").read_text())
+
+
+def write_config(path: Path, **changes) -> Path:
+    tree = {**TINY, **changes}
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+@pytest.fixture(scope="module")
+def experiment_env(tmp_path_factory) -> dict[str, str]:
+    """A private runs directory: the tiny old model is trained there once by the first experiment."""
+    env = dict(os.environ, MMT_UPGRADE_RUNS=str(tmp_path_factory.mktemp("runs")), PYTHONUNBUFFERED="1")
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return env
+
+
+def experiment(env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "mmt-upgrade"), "experiment", *args, "--poll-seconds", "0.5"], env=env,
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"experiment {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"runs": {"a": {"base": "b"}, "b": {"base": "a"}}}, "form a cycle"),
+    ({"runs": {"a": {"base": "nope"}}}, "which is not a run"),
+    ({"runs": {"a": {"upgrade": {"initt": "unk"}}}}, "unknown upgrade option 'initt'"),
+    ({"runs": {"a": {"train": {"finetune-from-model": "x.pt"}}}}, "set by the experiment itself"),
+    ({"runs": {"a": {"start": "scratch", "distill": {"kd-method": "alm"}}}}, "starts from scratch"),
+    ({"runs": {"a": {"start": "middle"}}}, "start must be one of"),
+    ({"runs": {"a": {"upgrade": {"init": "zeros"}}}}, "--init: unknown method 'zeros'"),
+    ({"train": {}}, "set train.max-update"),
+    ({"new_langs": ["es"]}, "already in the old model"),
+    ({"evaluate": {"every": 0}}, "evaluate.every"),
+])
+def test_bad_experiment_configs_are_refused_naming_the_problem(tmp_path, change, message):
+    path = write_config(tmp_path / "bad.yaml", **change)
+    with pytest.raises(UserInputError, match=message) as err:
+        from mmt_upgrade.pipeline.experiment.plan import build_plan
+
+        build_plan(ExperimentConfig.load(str(path)), tmp_path / "exp", prepare=False)
+    assert str(path) in str(err.value)
+
+
+def test_a_run_config_is_not_an_experiment():
+    with pytest.raises(UserInputError, match="needs `old_model` and `runs`"):
+        ExperimentConfig.load("tiny")
+
+
+def test_ladder_runs_inherit_their_base():
+    runs = ExperimentConfig.load("bible_upgrade").resolved()
+    assert runs["full"].upgrade == {**runs["+grow"].upgrade}
+    assert runs["full"].train["optimizer"] == "adam_scaled" and runs["full"].distill == {"kd-method": "alm"}
+    assert runs["+lr"].distill == {} and "upsample-langs" not in runs["+lr"].train
+    assert runs["naive"].upgrade == {"init": "random"} and runs["scratch"].start == "scratch"
+
+
+def test_dry_run_prints_every_run_and_its_fairseq_command_and_runs_nothing(tmp_path, experiment_env):
+    out = tmp_path / "exp"
+    text = experiment(experiment_env, "tiny_upgrade", "--dry-run", "--out", str(out)).stdout
+    lines = text.splitlines()
+    runs = [x for x in lines if x.startswith("[")]
+    assert [x.split(":")[0] for x in runs] == ["[1/3] scratch", "[2/3] naive", "[3/3] full"]
+    commands = {r.split(":")[0].split()[1]: lines[lines.index(r) + 1] for r in runs}
+    assert all(c.strip().startswith("fairseq-train") for c in commands.values())
+    assert "--finetune-from-model" not in commands["scratch"] and "--finetune-from-model" in commands["naive"]
+    assert "--criterion cross_vocab_distillation" in commands["full"] and "--teacher-path" in commands["full"]
+    # scratch is the size of full's grown model (1 + 1 encoder layers, FFN 64 x 1.5)
+    for flag in ("--encoder-layers 2", "--encoder-ffn-embed-dim 96"):
+        assert flag in commands["scratch"] and flag in commands["full"] and flag not in commands["naive"]
+    assert not (out / "plan.json").exists() and not (out / "runs").exists()
+
+
+def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment_env):
+    out = tmp_path / "exp"
+    first = experiment(experiment_env, "tiny_upgrade", "--out", str(out))
+    report = json.loads((out / "report.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    assert list(report["runs"]) == ["scratch", "naive", "full"] and not report["missing_runs"]
+    for name, curve in report["curves"].items():
+        ups = [p["updates"] for p in curve]
+        assert ups == ([10, 20] if name == "scratch" else [0, 10, 20]), (name, ups)
+        trained = [p for p in curve if p["updates"]]
+        tokens = [p["target_tokens"] for p in trained]
+        assert all(t > 0 for t in tokens) and tokens == sorted(set(tokens)), (name, tokens)
+        assert all(p["train_wall_s"] > 0 for p in trained)
+        for p in curve:
+            assert set(p["groups"]) >= {"all", "old", "new"} and len(p["directions"]) == 6
+    # The report's numbers are the result files' numbers.
+    old = json.loads((out / "old_model" / "result.json").read_text())["curve"][0]
+    full = json.loads((out / "runs" / "full" / "result.json").read_text())["curve"][-1]
+    assert report["runs"]["full"]["forgetting_chrfpp"] == pytest.approx(
+        full["groups"]["old"]["chrfpp"] - old["groups"]["all"]["chrfpp"])
+    assert report["headline"]["run"] == "full" and report["headline"]["reference"] == "scratch"
+    assert [s["step"] for s in report["ladder"]] == ["full"] and report["ladder"][0]["over"] == "naive"
+    md = (out / "report.md").read_text()
+    assert "(a) new directions" in md and "(b) old directions" in md and "(c) `full` over `naive`" in md
+    for png in ("curves.png", "forgetting.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every technique really reached fairseq: distillation logged, up-sampling applied, scaled Adam used.
+    full_log = (out / "runs" / "full" / "train.log").read_text()
+    assert "kd_loss" in full_log and "lr_" in full_log
+    sampling = json.loads((out / "runs" / "full" / "checkpoints" / "sampling.json").read_text())
+    assert sampling["upsample"] == {"langs": ["it"], "factor": 2.0}
+    assert plan["runs"]["scratch"]["start_checkpoint"] is None
+    # Upgraded runs count their own training time, not the old model's (fairseq carries a clock over).
+    for upgraded in out.glob("upgrades/*/checkpoint.pt"):
+        state = torch.load(upgraded, map_location="cpu", weights_only=False)
+        assert state["extra_state"]["previous_training_time"] == 0.0
+        assert "target_tokens" not in state["task_state"]
+    # Interval checkpoints are deleted once evaluated; the last one stays for resuming.
+    assert sorted(p.name for p in (out / "runs" / "naive" / "checkpoints").glob("*.pt")) == [
+        "checkpoint_best.pt", "checkpoint_last.pt"]
+    # Run again: nothing is trained or evaluated again.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
+    again = experiment(experiment_env, "tiny_upgrade", "--out", str(out))
+    assert again.stderr.count("finished earlier; skipping") == 4  # the old model and the three runs
+    assert "submitted job" not in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
+    # `mmt-upgrade report` reproduces the report from the result files alone.
+    run_cli("mmt-upgrade", "report", str(out), "--out", str(tmp_path / "again"))
+    assert json.loads((tmp_path / "again" / "report.json").read_text()) == report
+    assert "update 20/20" in first.stderr  # progress was shown
+
+
+def test_killed_experiment_resumes_the_interrupted_run_and_skips_finished_ones(tmp_path, experiment_env):
+    """The experiment process dies mid-run and its local job lives on, orphaned (suspended here, so that it
+    is still mid-run when the experiment restarts); the restart stops that job, resumes the run from its
+    last checkpoint and leaves the finished run alone."""
+    config = write_config(tmp_path / "resume.yaml", name="resume", runs={
+        "first": {"upgrade": {"init": "unk"}},
+        "second": {"base": "first", "train": {"max-update": 100}},
+    }, evaluate={**TINY["evaluate"], "every": 20})
+    out = tmp_path / "exp"
+    cmd = [str(BIN / "mmt-upgrade"), "experiment", str(config), "--out", str(out), "--poll-seconds", "0.2"]
+    proc = subprocess.Popen(cmd, env=experiment_env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = out / "runs" / "second" / "checkpoints" / "checkpoint_last.pt"
+    deadline = time.monotonic() + 480
+    try:
+        while not last.exists():  # the second run has saved its first checkpoint (update 20 of 100)
+            assert proc.poll() is None, "the experiment ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the second run never saved a checkpoint"
+            time.sleep(0.1)
+    finally:
+        proc.kill()  # the experiment only: its job is orphaned
+        proc.wait()
+    orphans = subprocess.run(["pgrep", "-f", f"submitit.*{out}"], capture_output=True, text=True).stdout.split()
+    assert orphans, "the job died with the experiment: nothing orphaned to test"
+    for pid in orphans:
+        os.kill(int(pid), signal.SIGSTOP)
+    first_result = out / "runs" / "first" / "result.json"
+    stamp = first_result.stat().st_mtime_ns
+    again = experiment(experiment_env, str(config), "--out", str(out))
+    assert "first: finished earlier; skipping" in again.stderr
+    assert "second: stopping job" in again.stderr, "the orphaned job was not stopped before resubmitting"
+    assert first_result.stat().st_mtime_ns == stamp
+    result = json.loads((out / "runs" / "second" / "result.json").read_text())
+    assert [p["updates"] for p in result["curve"]] == [0, 20, 40, 60, 80, 100]
+    job = json.loads((out / "jobs" / "jobs.json").read_text())["second"]["job_id"]
+    log = (out / "jobs" / f"{job}_0_log.err").read_text()  # the resubmitted job's own log
+    resumed = [int(x) for x in re.findall(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ (\d+) updates\)", log)]
+    assert resumed and 20 <= resumed[0] < 100, f"the interrupted run did not resume mid-run: {resumed}"
+    leftover = subprocess.run(["pgrep", "-f", f"submitit.*{out}"], capture_output=True, text=True).stdout
+    assert not leftover.strip(), f"job processes left running: {leftover}"
