@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmt_upgrade.core.distill.losses import BatchAlignment, KDMethod
+from mmt_upgrade.core.distill.batch import BatchAlignment
+from mmt_upgrade.core.distill.losses import KDMethod
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import (
     atomic_path,

@@ -1,1 +1,1 @@
-"""Cross-vocabulary distillation from the old model: alignment, losses, teacher (methods.md §3)."""
+"""Cross-vocabulary distillation from the old model: alignment, losses, teacher (docs/methods.md §7)."""

@@ -1,4 +1,4 @@
-"""Distillation losses across vocabularies (methods.md §3), as tensor functions over a batch.
+"""Distillation losses across vocabularies (docs/methods.md §7), as tensor functions over a batch.
 
 Every method is split in two, so that the teacher can run online or be precomputed once:
 - `teacher_signal(...)`: what the method needs from the teacher, computed from its log-probs;
@@ -12,7 +12,6 @@ positions of the batch (flattened in (example, position) order), k stored top-k 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -20,162 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmt_upgrade.core.distill.align import TargetAlignment
+from mmt_upgrade.core.distill.batch import BatchAlignment, KDVocab, StudentOutput
+from mmt_upgrade.core.distill.logmass import binary_kl, chunk_logprob, log1mexp, subset_log_mass
 
-WORD_START = "\u2581"
-
-
-def log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x < 0, stable at both ends (Mächler 2012)."""
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-@dataclass(frozen=True)
-class BatchAlignment:
-    """`TargetAlignment`s of a batch, padded: chunk ids -1 and masks False past each example and on the
-    rows of examples that are not distilled (None)."""
-
-    s_chunk: Tensor  # (B, Ts) long
-    t_chunk: Tensor  # (B, Tt) long
-    chunk_ok: Tensor  # (B, C) bool
-    word_end: Tensor  # (B, C) bool
-    same_piece: Tensor  # (B, C) bool
-    one_to_one: Tensor  # (B, C) bool
-    s_lo: Tensor  # (B, Ts) long
-    s_hi: Tensor  # (B, Ts) long
-    n_chunks: Tensor  # (B,) long
-    s_len: Tensor  # (B,) long: student target length (language token, pieces, </s>)
-
-    @classmethod
-    def collate(cls, aligns: Sequence[TargetAlignment | None], s_len: int, t_len: int) -> "BatchAlignment":
-        b, c = len(aligns), max((a.n_chunks for a in aligns if a is not None), default=1)
-        arrays = {name: np.full((b, n), fill, dtype=type(fill))
-                  for name, n, fill in (("s_chunk", s_len, -1), ("t_chunk", t_len, -1), ("chunk_ok", c, False),
-                                        ("word_end", c, False), ("same_piece", c, False), ("one_to_one", c, False),
-                                        ("s_lo", s_len, 0), ("s_hi", s_len, 0))}
-        for i, a in enumerate(aligns):
-            if a is not None:
-                for name, arr in arrays.items():
-                    row = getattr(a, name)
-                    arr[i, : len(row)] = row
-        return cls(**{name: torch.from_numpy(arr) for name, arr in arrays.items()},
-                   n_chunks=torch.tensor([a.n_chunks if a is not None else 0 for a in aligns]),
-                   s_len=torch.tensor([len(a.s_chunk) if a is not None else 0 for a in aligns]))
-
-    def to(self, device: torch.device) -> "BatchAlignment":
-        return BatchAlignment(**{k: v.to(device) for k, v in vars(self).items()})
-
-    def subset(self, rows: Tensor) -> "BatchAlignment":
-        """The rows of the distilled examples (what the teacher sees)."""
-        return BatchAlignment(**{k: v[rows] for k, v in vars(self).items()})
-
-    def positions(self, chunks: Tensor) -> tuple[Tensor, Tensor]:
-        """Student and teacher positions `(B, Ts)`, `(B, Tt)` bool whose chunk is selected by `chunks` (B, C)."""
-        def pick(chunk: Tensor) -> Tensor:
-            return (chunk >= 0) & chunks.gather(1, chunk.clamp(min=0))
-        return pick(self.s_chunk), pick(self.t_chunk)
-
-
-@dataclass(frozen=True)
-class KDVocab:
-    """What the losses need to know about the two vocabularies, as index and mask tensors."""
-
-    s_shared: Tensor  # (K,) student ids of the pieces both vocabularies have
-    t_shared: Tensor  # (K,) teacher ids of the same pieces, in the same order
-    t_to_shared: Tensor  # (Vt,) long: position in the shared list, -1 for teacher-only symbols
-    s_shared_f: Tensor  # (Vs,) float 0/1
-    t_shared_f: Tensor  # (Vt,) float 0/1
-    s_word_f: Tensor  # (Vs,) float 0/1: W, pieces that start a word, and </s>
-    t_word_f: Tensor  # (Vt,) float 0/1
-
-    @classmethod
-    def from_symbols(cls, student: Sequence[str], teacher: Sequence[str], exclude: set[str]) -> "KDVocab":
-        """`exclude`: symbols that are not text (`<s> <pad> <unk>`, language tokens)."""
-        t_index = {s: i for i, s in enumerate(teacher) if s not in exclude}
-        pairs = [(i, t_index[s]) for i, s in enumerate(student) if s in t_index]
-        s_ids = torch.tensor([i for i, _ in pairs], dtype=torch.long)
-        t_ids = torch.tensor([j for _, j in pairs], dtype=torch.long)
-        t_to_shared = torch.full((len(teacher),), -1, dtype=torch.long)
-        t_to_shared[t_ids] = torch.arange(len(pairs))
-
-        def indicator(ids: Tensor, n: int) -> Tensor:
-            return torch.zeros(n).index_fill_(0, ids, 1.0)
-
-        def word(symbols: Sequence[str]) -> Tensor:
-            return torch.tensor([float(s.startswith(WORD_START) or s == "</s>") for s in symbols])
-        return cls(s_ids, t_ids, t_to_shared, indicator(s_ids, len(student)), indicator(t_ids, len(teacher)),
-                   word(student), word(teacher))
-
-    def to(self, device: torch.device) -> "KDVocab":
-        return KDVocab(**{k: v.to(device) for k, v in vars(self).items()})
-
-
-class _SubsetLogMass(torch.autograd.Function):
-    """`log Σ_{v∈subset} exp(lp_v)` and `lp` at `ids`, with one dense pass for the gradient of both
-    (a masked logsumexp plus a gather would allocate and fill two more `(B, T, V)` tensors)."""
-
-    @staticmethod
-    def forward(ctx, lp: Tensor, subset: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        p = lp.exp()  # kept for the backward pass, which turns it into the gradient in place
-        with torch.autocast(lp.device.type, enabled=False):  # the mass in fp32, not a bf16 matmul
-            mass = (p @ subset).clamp_min(1e-30)
-        ctx.save_for_backward(p, subset, mass, ids)
-        return mass.log(), lp.gather(-1, ids)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_log_mass: Tensor, g_at: Tensor):
-        p, subset, mass, ids = ctx.saved_tensors
-        grad = p.mul_(subset).mul_((g_log_mass / mass).unsqueeze(-1))
-        if ids.shape[-1]:
-            grad.scatter_add_(-1, ids, g_at)
-        return grad, None, None
-
-
-def subset_log_mass(lp: Tensor, subset: Tensor, ids: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """lp `(..., V)` log-probabilities, subset `(V,)` 0/1, ids `(..., k)`: `(log mass (...), lp at ids (..., k))`."""
-    if ids is None:
-        ids = torch.zeros(*lp.shape[:-1], 0, dtype=torch.long, device=lp.device)
-    return _SubsetLogMass.apply(lp, subset, ids)
-
-
-def chunk_logprob(ref: Tensor, log_w: Tensor, chunk: Tensor, word_end: Tensor) -> Tensor:
-    """`(B, C)` log-likelihood of every chunk on one model's own path, debiased where a word ends with
-    the chunk by the log-mass of W at the next position (ALM's "append space").
-
-    ref `(B, T)`: log-prob of each target piece; log_w `(B, T)`: log-mass of W at each position;
-    chunk `(B, T)` (-1: none); word_end `(B, C)`.
-    """
-    b, t = ref.shape
-    c = word_end.shape[1]
-    slot = torch.where(chunk >= 0, chunk, c)  # column c collects the positions in no chunk
-    path = ref.new_zeros(b, c + 1).scatter_add(1, slot, ref.masked_fill(chunk < 0, 0.0))[:, :c]
-    pos = torch.arange(t, device=chunk.device).expand(b, t)
-    last = torch.full((b, c + 1), -1, dtype=torch.long, device=chunk.device).scatter_reduce(
-        1, slot, pos, "amax", include_self=True)[:, :c]
-    nxt = (last + 1).clamp(0, t - 1)
-    return path + torch.where(word_end, log_w.gather(1, nxt), torch.zeros_like(path))
-
-
-def binary_kl(log_a: Tensor, log_b: Tensor) -> Tensor:
-    """KL(Bernoulli(a) || Bernoulli(b)) from log a, log b <= 0, in fp64. ALM's binarised cross-entropy
-    minus the teacher's entropy: the same gradient, and zero when the student matches the teacher."""
-    log_a, log_b = log_a.double().clamp(max=-1e-12), log_b.double().clamp(max=-1e-12)
-    return log_a.exp() * (log_a - log_b) + (-torch.expm1(log_a)) * (log1mexp(log_a) - log1mexp(log_b))
-
-
-@dataclass(frozen=True)
-class StudentOutput:
-    """The student's side of a batch, as the criterion computed it."""
-
-    logits: Tensor  # (B, Ts, Vs) output logits (any dtype)
-    lprobs: Tensor  # (B, Ts, Vs) fp32 log-probs
-    nll: Tensor  # (B, Ts) -log p of each target piece (0 on padding), with gradient
-    ce: Tensor  # (B, Ts) label-smoothed per-token loss
-
-    def log_probs(self, tau: float) -> Tensor:
-        """log-softmax at temperature `tau` (the criterion's own at 1)."""
-        return self.lprobs if tau == 1.0 else F.log_softmax(self.logits.float() / tau, dim=-1)
 
 
 class KDMethod:
