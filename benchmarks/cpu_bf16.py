@@ -24,7 +24,7 @@ from legs import (  # benchmarks/ is the script's directory
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.pipeline.data.prepare import prepare_data
 from mmt_upgrade.pipeline.evaluate import evaluate
-from mmt_upgrade.pipeline.runconfig import load_config
+from mmt_upgrade.pipeline.runconfig import EvalOptions, load_config
 
 LOG_INTERVAL = 25
 VALID = re.compile(r"valid on 'valid' subset \| loss ([\d.]+).*?num_updates (\d+)")
@@ -51,8 +51,8 @@ def main() -> None:
         inner = inner_lines(text)
         valid = [(int(u), float(loss)) for loss, u in VALID.findall(text)]
         steady = steady_wps(text, args.leg, LOG_INTERVAL)
-        res = evaluate(run / "checkpoints" / "checkpoint_last.pt", data, run / "eval", "valid", 5, 6000,
-                       directions=directions)
+        res = evaluate(run / "checkpoints" / "checkpoint_last.pt", data, run / "eval",
+                       EvalOptions(beam=5, max_tokens=6000, split="valid"), directions=directions)
         summary[mode] = {
             "median_wps": statistics.median(steady),
             "train_loss": {u: loss for u, loss, _ in inner},

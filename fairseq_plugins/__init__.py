@@ -1,4 +1,4 @@
-"""fairseq plugins of mmt-upgrade: `fairseq-<cli> --user-dir fairseq_plugins`.
+"""fairseq plugins of mmt-upgrade: `fairseq-<cli> --user-dir "$(mmt-upgrade plugin-dir)"`.
 
 Importing this package also makes torch>=2.6 load fairseq checkpoints: they pickle the legacy
 task arguments as an `argparse.Namespace`, which `weights_only=True` loading refuses. Every

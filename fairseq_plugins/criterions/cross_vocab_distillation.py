@@ -1,5 +1,6 @@
 """`--criterion cross_vocab_distillation`: label-smoothed cross-entropy plus distillation from the old
-model (teacher), whose vocabulary and segmentation differ from the student's (`mmt_upgrade.distill`).
+model (teacher), whose vocabulary and segmentation differ from the student's (`mmt_upgrade.core.distill`,
+`mmt_upgrade.fairseq_io.distiller`).
 
 Only training batches are distilled, and only examples whose two languages the teacher knows
 (`--distill-langs` narrows them); validation reports the plain label-smoothed cross-entropy, so runs
@@ -11,7 +12,6 @@ student pieces contain `<unk>`, so their text is lost).
 import dataclasses
 import logging
 import math
-import typing
 from pathlib import Path
 
 from fairseq.criterions import register_criterion
@@ -22,7 +22,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
 )
 from fairseq.logging import metrics
 
-from mmt_upgrade.core.distill.losses import StudentOutput
+from mmt_upgrade.core.distill.batch import StudentOutput
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.fairseq_io.distiller import (
     Distiller,
@@ -35,10 +35,7 @@ logger = logging.getLogger(__name__)
 
 # The label-smoothing flags plus DistillOptions' (declared once, with `mmt-upgrade distill-cache`).
 CrossVocabDistillationConfig = dataclasses.make_dataclass(
-    "CrossVocabDistillationConfig",
-    [(f.name, typing.get_type_hints(DistillOptions)[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
-     for f in dataclasses.fields(DistillOptions)],
-    bases=(LabelSmoothedCrossEntropyCriterionConfig,))
+    "CrossVocabDistillationConfig", DistillOptions.fairseq_fields(), bases=(LabelSmoothedCrossEntropyCriterionConfig,))
 
 
 @register_criterion("cross_vocab_distillation", dataclass=CrossVocabDistillationConfig)
@@ -51,7 +48,7 @@ class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
             raise UserInputError("--criterion cross_vocab_distillation needs --task upgrade_translation (or "
                                  "translation_multi_simple_epoch) with --encoder-langtok src --decoder-langtok: "
                                  "it reads each example's languages from those tokens")
-        opts = DistillOptions(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillOptions)})
+        opts = DistillOptions(**{f.name: getattr(cfg, f.name) for f in DistillOptions.option_fields()})
         data_bin = Path(str(args.data).split(":")[0])
         self.distiller = Distiller(opts, task.target_dictionary.symbols, task.langs,
                                    student_tokenizer(data_bin, opts.student_tokenizer))

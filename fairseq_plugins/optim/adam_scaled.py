@@ -4,11 +4,11 @@
 new-parameter record of the checkpoint the run starts from (`--finetune-from-model`, or the resumed
 `checkpoint_last.pt`); parameter names come from `--task upgrade_translation`, which tags every
 parameter's `param_group` with its name (the one attribute fairseq's fp16 master copies keep).
-The grouping and the multipliers are `mmt_upgrade.lr_scaling`; this adapter applies them on every
+The grouping and the multipliers are `mmt_upgrade.core.lr_scaling`; this adapter applies them on every
 `set_lr` and `step` and logs each group's effective lr (`lr_<group>`).
 """
+import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
@@ -18,28 +18,24 @@ from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from omegaconf import II
 
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.lr_scaling import group_parameters, parse_rules, rescale_update_
+from mmt_upgrade.core.lr_scaling import LrScaleOptions, group_parameters, rescale_update_
 from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_to_restore, read_task_state
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class AdamScaledConfig(FairseqAdamConfig):
-    lr_scale_old: float = field(default=1.0, metadata={"help": "lr multiplier of old parameters and rows"})
-    lr_scale_new: float = field(default=1.0, metadata={"help": "lr multiplier of new parameters and rows"})
-    lr_scale_rules: str = field(default="", metadata={
-        "help": "PATTERN=SCALE,... (fnmatch on parameter names): the first match sets the multiplier of that "
-                "parameter's old entries"})
-    save_dir: str = II("checkpoint.save_dir")
-    restore_file: str = II("checkpoint.restore_file")
-    finetune_from_model: Optional[str] = II("checkpoint.finetune_from_model")
+# Adam's flags plus LrScaleOptions' (declared once in mmt_upgrade.core.lr_scaling), and where the run starts.
+AdamScaledConfig = dataclasses.make_dataclass("AdamScaledConfig", LrScaleOptions.fairseq_fields() + [
+    ("save_dir", str, dataclasses.field(default=II("checkpoint.save_dir"))),
+    ("restore_file", str, dataclasses.field(default=II("checkpoint.restore_file"))),
+    ("finetune_from_model", Optional[str], dataclasses.field(default=II("checkpoint.finetune_from_model")))],
+    bases=(FairseqAdamConfig,))
 
 
 @register_optimizer("adam_scaled", dataclass=AdamScaledConfig)
 class AdamScaled(FairseqAdam):
-    def __init__(self, cfg: AdamScaledConfig, params):
+    def __init__(self, cfg, params):
         params = list(params)
         names = [getattr(p, "param_group", None) for p in params]
         if not all(isinstance(n, str) and "." in n for n in names):
@@ -51,8 +47,8 @@ class AdamScaled(FairseqAdam):
             record = NewParameterRecord.from_task_state(read_task_state(path))
         if record is None:
             logger.warning("adam_scaled: no new-parameter record in %s: every parameter is old", path)
-        rules = parse_rules(cfg.lr_scale_rules)
-        groups = group_parameters(names, [p.shape for p in params], record, cfg.lr_scale_old, cfg.lr_scale_new, rules)
+        options = LrScaleOptions(**{f.name: getattr(cfg, f.name) for f in LrScaleOptions.option_fields()})
+        groups = group_parameters(names, [p.shape for p in params], record, options)
         super().__init__(cfg, [{"params": [params[i] for i in g.indices], "lr_scale": g.scale, "label": g.label}
                                for g in groups])
         self._masks = {params[i]: mask.to(params[i].device) for g in groups for i, mask in g.masks.items()}

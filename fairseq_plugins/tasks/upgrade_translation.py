@@ -5,10 +5,10 @@
 - The task records its language list in the checkpoint's task state and refuses to load a
   checkpoint whose language tokens the current `--langs` would reorder.
 - `--upsample-langs it,ar --upsample-factor F --related-langs es,fr --related-factor G`: training
-  directions are sampled by `mmt_upgrade.sampling` (temperature or uniform, times the factors); the
+  directions are sampled by `mmt_upgrade.core.sampling` (temperature or uniform, times the factors); the
   distribution is logged and written to `<save-dir>/sampling.json`. Validation and generation are the
   parent task's.
-- It carries the new-parameter record (`mmt_upgrade.record`): read from the checkpoint fairseq-train
+- It carries the new-parameter record (`mmt_upgrade.core.record`): read from the checkpoint fairseq-train
   starts from (`--finetune-from-model` or the resumed `checkpoint_last.pt`) or from the checkpoint
   fairseq-generate loads, and written into every checkpoint it saves.
 - It counts the target tokens trained on (`target_tokens` in the task state of every checkpoint,
@@ -26,14 +26,14 @@ from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleE
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import write_json_atomic
 from mmt_upgrade.core.languages import check_extends
-from mmt_upgrade.core.precision import CPU_BF16_CHOICES, cpu_autocast, resolve_cpu_bf16
-from mmt_upgrade.core.record import TASK_STATE_KEY, NewParameterRecord
+from mmt_upgrade.core.precision import PrecisionOptions, cpu_autocast, resolve_cpu_bf16
+from mmt_upgrade.core.record import TASK_STATE_KEY, NewParameterRecord, size_flags_hint
 from mmt_upgrade.core.sampling import (
     SAMPLING_METHODS,
-    check_upsampling,
+    SamplingOptions,
     sampling_distribution,
 )
-from mmt_upgrade.fairseq_io.checkpoint import checkpoint_to_restore, read_task_state
+from mmt_upgrade.fairseq_io.checkpoint import LAST, checkpoint_to_restore, read_task_state
 
 logger = logging.getLogger(__name__)
 TARGET_TOKENS = "target_tokens"
@@ -44,15 +44,8 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
     @staticmethod
     def add_args(parser):
         TranslationMultiSimpleEpochTask.add_args(parser)
-        parser.add_argument("--cpu-bf16", default="auto", choices=CPU_BF16_CHOICES,
-                            help="bf16 autocast for forward passes on CPU (auto: on where the CPU has "
-                                 "native bf16 instructions)")
-        parser.add_argument("--upsample-langs", default="", metavar="LANGS",
-                            help="multiply the sampling weight of every direction with one of these languages")
-        parser.add_argument("--upsample-factor", type=float, default=1.0, metavar="F")
-        parser.add_argument("--related-langs", default="", metavar="LANGS",
-                            help="old languages related to the new ones, up-sampled by --related-factor")
-        parser.add_argument("--related-factor", type=float, default=1.0, metavar="G")
+        PrecisionOptions.add_arguments(parser)
+        SamplingOptions.add_arguments(parser)
 
     def __init__(self, args, langs, dicts, training):
         super().__init__(args, langs, dicts, training)
@@ -60,15 +53,14 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         if getattr(args, "bf16", False) and on_cpu:
             raise UserInputError("--bf16 needs a GPU in fairseq (on CPU it looks for a TPU); "
                                  "use --cpu-bf16 always (or the default, auto) instead")
-        self.autocast_bf16 = resolve_cpu_bf16(getattr(args, "cpu_bf16", "auto"), on_cpu)
+        self.autocast_bf16 = resolve_cpu_bf16(PrecisionOptions.from_namespace(args).cpu_bf16, on_cpu)
         logger.info("CPU bf16 autocast: %s", "on" if self.autocast_bf16 else "off")
         self.state.merge_state_dict({"model_langs": list(langs), TARGET_TOKENS: 0})
         self.record: NewParameterRecord | None = None
         self._state_loaded = False
-        self.upsample = [x for x in getattr(args, "upsample_langs", "").split(",") if x]
-        self.related = [x for x in getattr(args, "related_langs", "").split(",") if x]
-        if training and (self.upsample or self.related):
-            check_upsampling(self.langs, self.upsample, args.upsample_factor, self.related, args.related_factor)
+        self.sampling = SamplingOptions.from_namespace(args)
+        if training and self.sampling.active():
+            self.sampling.check_langs(self.langs)
             if args.sampling_weights or args.sampling_weights_from_file:
                 raise UserInputError("--upsample-langs/--related-langs compute the sampling weights; "
                                      "drop --sampling-weights")
@@ -81,16 +73,16 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
     def _train_sampling_ratios(self, data_param_list, datasets, epoch=1, shard_epoch=None):
         sizes = self.data_manager.get_train_dataset_sizes(data_param_list, datasets, epoch, shard_epoch)
         keys = [param["key"] for param in data_param_list]
-        args = self.args
-        probs = sampling_distribution(keys, sizes, args.sampling_method, args.sampling_temperature, self.upsample,
-                                      args.upsample_factor, self.related, args.related_factor)
+        args, s = self.args, self.sampling
+        probs = sampling_distribution(keys, sizes, args.sampling_method, args.sampling_temperature, s.upsample_langs,
+                                      s.upsample_factor, s.related_langs, s.related_factor)
         table = {k: {"size": n, "probability": round(p, 6)} for k, n, p in zip(keys, sizes, probs)}
         logger.info("sampling distribution: %s", {k: v["probability"] for k, v in table.items()})
         if getattr(args, "distributed_rank", 0) == 0 and getattr(args, "save_dir", None):
             write_json_atomic(Path(args.save_dir) / "sampling.json", {
                 "method": args.sampling_method, "temperature": args.sampling_temperature,
-                "upsample": {"langs": self.upsample, "factor": args.upsample_factor},
-                "related": {"langs": self.related, "factor": args.related_factor},
+                "upsample": {"langs": s.upsample_langs, "factor": s.upsample_factor},
+                "related": {"langs": s.related_langs, "factor": s.related_factor},
                 "epoch": epoch, "directions": table})
         return probs
 
@@ -109,21 +101,23 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
 
     def build_model(self, args, from_checkpoint=False):
         model = super().build_model(args, from_checkpoint)
+        path = None  # the checkpoint fairseq-train loads (its upgrade.json holds the size flags to give)
         if not self._state_loaded:  # fairseq-train: it never calls load_state_dict, so read the file it will load
             path = checkpoint_to_restore(getattr(self.args, "save_dir", "checkpoints"),
-                                         getattr(self.args, "restore_file", "checkpoint_last.pt"),
+                                         getattr(self.args, "restore_file", LAST),
                                          getattr(self.args, "finetune_from_model", None))
             if path is not None:
                 task_state = read_task_state(path)
                 if task_state.get("model_langs") is not None:
                     check_extends(task_state["model_langs"], self.langs, f"--langs (loading {path})")
                 self._set_record(NewParameterRecord.from_task_state(task_state))
-                if path.name == "checkpoint_last.pt" and path.parent == Path(self.args.save_dir):  # a resume
+                if path.name == LAST and path.parent == Path(self.args.save_dir):  # a resume
                     self.state.merge_state_dict({TARGET_TOKENS: int(task_state.get(TARGET_TOKENS, 0))})
         for name, param in model.named_parameters():  # names for --optimizer adam_scaled (kept by fp16 copies)
             param.param_group = name
         if self.record is not None:
-            self.record.check_shapes({n: tuple(p.shape) for n, p in model.state_dict().items()}, "--task upgrade_translation")
+            self.record.check_shapes({n: tuple(p.shape) for n, p in model.state_dict().items()},
+                                     "--task upgrade_translation", size_flags_hint(path))
             logger.info("new-parameter record: %d whole parameters, %d with new slices",
                         len(self.record.whole), len(self.record.slices))
         return model

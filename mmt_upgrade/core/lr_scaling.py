@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.options import OptionGroup, option
 from mmt_upgrade.core.record import NewParameterRecord
 
 
@@ -42,10 +43,23 @@ def parse_rules(text: str, flag: str = "--lr-scale-rules") -> list[ScaleRule]:
     return rules
 
 
-def check_scales(old: float, new: float) -> None:
-    for flag, value in (("--lr-scale-old", old), ("--lr-scale-new", new)):
-        if value < 0:
-            raise UserInputError(f"{flag} must not be negative (got {value:g})")
+@dataclass
+class LrScaleOptions(OptionGroup):
+    """The flags of `--optimizer adam_scaled` (its fairseq dataclass is built from these)."""
+
+    lr_scale_old: float = option(1.0, "lr multiplier of old parameters and rows")
+    lr_scale_new: float = option(1.0, "lr multiplier of new parameters and rows")
+    lr_scale_rules: str = option("", "PATTERN=SCALE,... (fnmatch on parameter names): the first match sets "
+                                     "the multiplier of that parameter's old entries")
+
+    def check(self) -> None:
+        for flag, value in (("--lr-scale-old", self.lr_scale_old), ("--lr-scale-new", self.lr_scale_new)):
+            if value < 0:
+                raise UserInputError(f"{flag} must not be negative (got {value:g})")
+        parse_rules(self.lr_scale_rules)
+
+    def rules(self) -> list[ScaleRule]:
+        return parse_rules(self.lr_scale_rules)
 
 
 def old_scale(name: str, old: float, rules: Sequence[ScaleRule]) -> float:
@@ -87,9 +101,10 @@ class ScaleGroup:
 
 
 def group_parameters(names: Sequence[str], shapes: Sequence[Sequence[int]], record: NewParameterRecord | None,
-                     old: float, new: float, rules: Sequence[ScaleRule]) -> list[ScaleGroup]:
+                     options: LrScaleOptions) -> list[ScaleGroup]:
     """Groups in a fixed order (first appearance), so a resumed run rebuilds the same optimizer groups."""
-    check_scales(old, new)
+    options.check()
+    old, new, rules = options.lr_scale_old, options.lr_scale_new, options.rules()
     groups: dict[str, ScaleGroup] = {}
     for i, (name, shape) in enumerate(zip(names, shapes)):
         scale = parameter_scale(name, shape, record, old, new, rules)

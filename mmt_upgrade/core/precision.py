@@ -2,15 +2,26 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import ContextManager
 
 import torch
 
+from mmt_upgrade.core.options import OptionGroup, option
+
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 # Not on/off: YAML would read those as booleans.
 CPU_BF16_CHOICES = ("auto", "always", "never")
+
+
+@dataclass
+class PrecisionOptions(OptionGroup):
+    """The precision flag of `--task upgrade_translation` (its parser gets it from here)."""
+
+    cpu_bf16: str = option("auto", "bf16 autocast for forward passes on CPU (auto: on where the CPU has native "
+                                   "bf16 instructions)", choices=CPU_BF16_CHOICES)
 
 
 @lru_cache(maxsize=1)

@@ -6,9 +6,11 @@ Bible pairs temperature alone is uniform, so the factors are what moves the mixt
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.options import OptionGroup, option
 
 SAMPLING_METHODS = ("temperature", "uniform")
 
@@ -19,18 +21,34 @@ def direction_langs(key: str) -> tuple[str, str]:
     return src, tgt
 
 
-def check_upsampling(langs: Sequence[str], upsample_langs: Sequence[str], upsample_factor: float,
-                     related_langs: Sequence[str], related_factor: float) -> None:
-    for flag, chosen in (("--upsample-langs", upsample_langs), ("--related-langs", related_langs)):
-        unknown = [x for x in chosen if x not in langs]
-        if unknown:
-            raise UserInputError(f"{flag}: {', '.join(unknown)} not in --langs ({','.join(langs)})")
-    for flag, value in (("--upsample-factor", upsample_factor), ("--related-factor", related_factor)):
-        if value <= 0:
-            raise UserInputError(f"{flag} must be positive (got {value:g})")
-    both = set(upsample_langs) & set(related_langs)
-    if both:
-        raise UserInputError(f"{', '.join(sorted(both))} given both in --upsample-langs and --related-langs")
+@dataclass
+class SamplingOptions(OptionGroup):
+    """The up-sampling flags of `--task upgrade_translation` (its parser gets them from here)."""
+
+    upsample_langs: list[str] = option([], "multiply the sampling weight of every direction with one of these "
+                                           "languages", metavar="LANGS")
+    upsample_factor: float = option(1.0, "the factor of --upsample-langs", metavar="F")
+    related_langs: list[str] = option([], "old languages related to the new ones, up-sampled by --related-factor",
+                                      metavar="LANGS")
+    related_factor: float = option(1.0, "the factor of --related-langs", metavar="G")
+
+    def active(self) -> bool:
+        return bool(self.upsample_langs or self.related_langs)
+
+    def check(self) -> None:
+        for flag, value in (("--upsample-factor", self.upsample_factor), ("--related-factor", self.related_factor)):
+            if value <= 0:
+                raise UserInputError(f"{flag} must be positive (got {value:g})")
+        both = set(self.upsample_langs) & set(self.related_langs)
+        if both:
+            raise UserInputError(f"{', '.join(sorted(both))} given both in --upsample-langs and --related-langs")
+
+    def check_langs(self, langs: Sequence[str]) -> None:
+        """Every up-sampled language must be one of the model's."""
+        for flag, chosen in (("--upsample-langs", self.upsample_langs), ("--related-langs", self.related_langs)):
+            unknown = [x for x in chosen if x not in langs]
+            if unknown:
+                raise UserInputError(f"{flag}: {', '.join(unknown)} not in --langs ({','.join(langs)})")
 
 
 def sampling_distribution(keys: Sequence[str], sizes: Sequence[int], method: str, temperature: float,

@@ -2,9 +2,9 @@
 once per example and memoized), the teacher signal (online or from the cache), the loss."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, get_args, get_type_hints
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,46 +16,38 @@ from mmt_upgrade.core.distill.align import (
     TeacherExample,
     example_key,
 )
-from mmt_upgrade.core.distill.losses import (
-    KD_METHODS,
-    BatchAlignment,
-    KDMethod,
-    KDVocab,
-    StudentOutput,
-)
+from mmt_upgrade.core.distill.batch import BatchAlignment, KDVocab, StudentOutput
+from mmt_upgrade.core.distill.losses import KD_METHODS, KDMethod
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.options import OptionGroup, option
 from mmt_upgrade.core.spm import SPECIALS, load_spm
 from mmt_upgrade.core.vocab import TOKENIZER_FILE, Tokenizer, lang_token
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.fairseq_io.teacher import Teacher, TeacherVocab
 
 
-def _flag(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
-class DistillOptions:
+class DistillOptions(OptionGroup):
     """The distillation flags, shared by `--criterion cross_vocab_distillation` and `mmt-upgrade distill-cache`."""
 
-    teacher_path: str = _flag("", "the old model's checkpoint (the teacher)")
-    teacher_spm: str = _flag("", "the teacher's SentencePiece model")
-    teacher_data: Optional[str] = _flag(None, "the teacher's data-bin directory (its dictionary); default: the "
-                                              "one its checkpoint names")
-    student_tokenizer: Optional[str] = _flag(None, "directory with the student's tokenizer.json; default: the "
-                                                   "prepared data directory holding the data-bin")
-    distill_langs: str = _flag("", "comma-separated languages to distil (default: every language the teacher "
-                                   "and the student share); directions need both languages")
-    kd_method: str = _flag("alm", f"one of {', '.join(KD_METHODS)}")
-    kd_weight: Optional[float] = _flag(None, "weight of the distillation term (default per method: " + ", ".join(
+    teacher_path: str = option("", "the old model's checkpoint (the teacher)")
+    teacher_spm: str = option("", "the teacher's SentencePiece model")
+    teacher_data: Optional[str] = option(None, "the teacher's data-bin directory (its dictionary); default: the "
+                                               "one its checkpoint names")
+    student_tokenizer: Optional[str] = option(None, "directory with the student's tokenizer.json; default: the "
+                                                    "prepared data directory holding the data-bin")
+    distill_langs: str = option("", "comma-separated languages to distil (default: every language the teacher "
+                                    "and the student share); directions need both languages")
+    kd_method: str = option("alm", f"one of {', '.join(KD_METHODS)}", choices=tuple(KD_METHODS))
+    kd_weight: Optional[float] = option(None, "weight of the distillation term (default per method: " + ", ".join(
         f"{m.name} {m.weight}" for m in KD_METHODS.values()) + ")")
-    kd_temperature: Optional[float] = _flag(None, "temperature (default per method: " + ", ".join(
+    kd_temperature: Optional[float] = option(None, "temperature (default per method: " + ", ".join(
         f"{m.name} {m.temperature}" for m in KD_METHODS.values()) + ")")
-    kd_topk: int = _flag(16, "shared, uld: teacher entries kept per position, plus one bucket for the rest "
-                             "(0: all, online only)")
-    lexical_ratio: float = _flag(0.4, "lexical: share of the aligned tokens whose cross-entropy is kept")
-    teacher_cache: Optional[str] = _flag(None, "the teacher signal precomputed by `mmt-upgrade distill-cache` "
-                                               "(no teacher forward pass in training)")
+    kd_topk: int = option(16, "shared, uld: teacher entries kept per position, plus one bucket for the rest "
+                              "(0: all, online only)")
+    lexical_ratio: float = option(0.4, "lexical: share of the aligned tokens whose cross-entropy is kept")
+    teacher_cache: Optional[str] = option(None, "the teacher signal precomputed by `mmt-upgrade distill-cache` "
+                                                "(no teacher forward pass in training)")
 
     def check(self) -> None:
         if not self.teacher_path or not self.teacher_spm:
@@ -71,21 +63,6 @@ class DistillOptions:
         if self.teacher_cache and self.kd_topk == 0 and KD_METHODS[self.kd_method].needs_topk:
             raise UserInputError(f"--teacher-cache with --kd-method {self.kd_method} stores the teacher's top-k: "
                                  f"set --kd-topk > 0")
-
-    @classmethod
-    def add_arguments(cls, parser, skip: Sequence[str] = ()) -> None:
-        """The same flags on an argparse parser."""
-        hints = get_type_hints(cls)
-        for f in fields(cls):
-            if f.name in skip:
-                continue
-            kind = next((t for t in get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-            parser.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
-                                help=f.metadata["help"])
-
-    @classmethod
-    def from_namespace(cls, ns) -> "DistillOptions":
-        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
 
 
 def student_tokenizer(data_bin: Path, override: str | None) -> Tokenizer:

@@ -2,6 +2,7 @@
 calls run under submitit), and the flags every command of this project shares."""
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 from pathlib import Path
@@ -41,16 +42,29 @@ def _all_loggers() -> list[tuple[str, logging.Logger]]:
     return [("", logging.getLogger())] + named
 
 
+def parse_train_argv(argv: Sequence[str], where: str = "fairseq-train") -> argparse.Namespace:
+    """fairseq-train's arguments parsed by fairseq's own parser (plugins included); a flag it does not know or
+    a value it refuses is one UserInputError naming `where` and the flag, not fairseq's usage text."""
+    from fairseq import options
+
+    def refuse(message: str) -> None:
+        unknown = message.partition("unrecognized arguments:")[2].split()
+        flags = [x for x in unknown if x.startswith("--")]
+        raise UserInputError(f"{where}: fairseq-train does not know {', '.join(flags)}" if flags
+                             else f"{where}: fairseq-train: {message}")
+
+    parser = options.get_training_parser()
+    parser.error = refuse  # type: ignore[method-assign]  (argparse would print the usage and exit)
+    return options.parse_args_and_arch(parser, input_args=list(argv))
+
+
 def run_fairseq_train(argv: Sequence[str]) -> None:
     """fairseq-train in this process: parse as the CLI does, then `call_main`."""
-    from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.distributed import utils as distributed_utils
     from fairseq_cli import train as fairseq_train
 
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, input_args=list(argv))
-    cfg = convert_namespace_to_omegaconf(args)
+    cfg = convert_namespace_to_omegaconf(parse_train_argv(argv))
     before = {name: list(lg.handlers) for name, lg in _all_loggers()}
     try:
         distributed_utils.call_main(cfg, fairseq_train.main)

@@ -5,7 +5,9 @@ and always outputting the most frequent training target of the direction.
 """
 from __future__ import annotations
 
+import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +18,7 @@ from mmt_upgrade.core.files import (
     write_text_atomic,
 )
 from mmt_upgrade.core.languages import check_extends
+from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.scoring import (
     DirectionScorer,
     direction_groups,
@@ -27,16 +30,15 @@ from mmt_upgrade.fairseq_io.binarize import check_data_bin
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, read_checkpoint
 from mmt_upgrade.fairseq_io.drivers import generate_direction, read_lines
 from mmt_upgrade.fairseq_io.layout import PreparedData
+from mmt_upgrade.pipeline.data.prepare import prepare_data
+from mmt_upgrade.pipeline.runconfig import EvalOptions, add_config_arguments, load_config, run_dir_of
+from mmt_upgrade.pipeline.rundir import EVAL_RESULTS, RunDir
 
-RESULTS = "results.json"
 
-
-
-def evaluate(
-    checkpoint: Path, data: PreparedData, out_dir: Path, split: str = "test", beam: int = 5,
-    max_tokens: int = 6000, new_langs: Sequence[str] = (), directions: Sequence[tuple[str, str]] | None = None,
-) -> dict:
+def evaluate(checkpoint: Path, data: PreparedData, out_dir: Path, options: EvalOptions,
+             directions: Sequence[tuple[str, str]] | None = None) -> dict:
     """Translate, score and write `results.json` (+ hypotheses) into `out_dir`."""
+    split, beam, new_langs = options.split, options.beam, options.new_langs
     state = read_checkpoint(checkpoint)
     langs = checkpoint_langs(state)
     check_data_bin(data.bin_dir, langs)
@@ -70,7 +72,7 @@ def evaluate(
             log(f"evaluate [{i}/{len(directions)}] {name}: reusing {hyp_file}")
         else:
             log(f"evaluate [{i}/{len(directions)}] {name}: translating {len(sources)} sentences (beam {beam})")
-            hyps, skipped = generate_direction(checkpoint, data, langs, src, tgt, split, beam, max_tokens)
+            hyps, skipped = generate_direction(checkpoint, data, langs, src, tgt, split, beam, options.max_tokens)
             if skipped:
                 log(f"evaluate {name}: {skipped} sentence(s) too long for the model, scored as empty output")
             write_text_atomic(hyp_file, "".join(h + "\n" for h in hyps))
@@ -103,7 +105,7 @@ def evaluate(
             for b in ("copy_source", "most_frequent_target")
         },
     }
-    write_json_atomic(out_dir / RESULTS, results)
+    write_json_atomic(out_dir / EVAL_RESULTS, results)
     return results
 
 
@@ -127,3 +129,22 @@ def format_table(results: dict) -> str:
     lines.append("")
     lines += [f"{k}: {v}" for k, v in results["signatures"].items()]
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mmt-upgrade evaluate`: the run config, and EvalOptions' flags over its `evaluate:` section."""
+    add_config_arguments(parser)
+    parser.add_argument("--checkpoint", help="checkpoint (default: <run-dir>/checkpoints/checkpoint_best.pt)")
+    parser.add_argument("--data", help="prepared data directory (default: the config's)")
+    EvalOptions.add_arguments(parser.add_argument_group("evaluation (over the config's evaluate: section)"),
+                              overrides=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    options = EvalOptions.from_mapping({**asdict(cfg.evaluate), **EvalOptions.given(args)}, "evaluate flags")
+    run_dir = RunDir(run_dir_of(args, cfg))
+    data = PreparedData.open(Path(args.data)) if args.data else prepare_data(cfg.data, cache_dir())
+    results = evaluate(Path(args.checkpoint) if args.checkpoint else run_dir.best, data, run_dir.eval, options)
+    print(format_table(results))
+    return 0

@@ -1,20 +1,39 @@
-"""Run configurations (YAML): the data plan, fairseq-train flags and evaluation settings."""
+"""Run configurations (YAML): the data plan, fairseq-train flags and evaluation settings, checked when read;
+and the arguments every command that reads one shares."""
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from mmt_upgrade.core.config_files import read_config_tree
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.lr_scaling import LrScaleOptions
+from mmt_upgrade.core.options import OptionGroup, option
+from mmt_upgrade.core.paths import runs_dir
+from mmt_upgrade.core.precision import PrecisionOptions
+from mmt_upgrade.core.sampling import SamplingOptions
+from mmt_upgrade.fairseq_io.distiller import DistillOptions
+from mmt_upgrade.pipeline.data.bible import SPLITS
 from mmt_upgrade.pipeline.data.prepare import DataConfig
+
+SECTIONS = ("name", "data", "train", "evaluate")
 
 
 @dataclass
-class EvalConfig:
-    beam: int = 5
-    max_tokens: int = 6000
-    split: str = "test"
-    new_langs: list[str] = field(default_factory=list)  # languages reported as the "new" group
+class EvalOptions(OptionGroup):
+    """How a checkpoint is evaluated: a run config's `evaluate:` section and `mmt-upgrade evaluate`'s flags
+    (an experiment's section adds when to evaluate)."""
+
+    beam: int = option(5, "beam size")
+    max_tokens: int = option(6000, "generation batch size in tokens")
+    split: str = option("test", "the split translated and scored", choices=SPLITS)
+    new_langs: list[str] = option([], "languages reported as the \"new\" group")
+
+    def check(self) -> None:
+        if self.beam < 1 or self.max_tokens < 1:
+            raise UserInputError(f"beam ({self.beam}) and max_tokens ({self.max_tokens}) must be positive")
 
 
 @dataclass
@@ -23,26 +42,58 @@ class RunConfig:
     data: DataConfig
     # fairseq-train flags without the leading dashes; `true` is a bare flag, `false`/null omit it.
     train: dict[str, Any]
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    evaluate: EvalOptions = field(default_factory=EvalOptions)
     source: str = ""
 
+    @property
+    def model_langs(self) -> list[str]:
+        return [self.data.pivot, *self.data.langs]
 
 
-def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> RunConfig:
-    """Read a run config; `overrides` are `section.key=value` strings (value parsed as YAML)."""
-    path, tree = read_config_tree(name_or_path, overrides)
-    unknown = set(tree) - {"name", "data", "train", "evaluate"}
-    if unknown:
-        raise UserInputError(f"{path}: unknown sections {', '.join(sorted(unknown))}")
+def check_plugin_flags(train: Mapping[str, Any], langs: Sequence[str], where: str) -> None:
+    """The values of the plugins' flags among fairseq-train flags (`where`: the section, for the message);
+    whether fairseq knows every flag is checked by parsing the planned command (`drivers.parse_train_argv`)."""
+    for group in (LrScaleOptions, PrecisionOptions):
+        group.from_mapping(group.pick(train), where)
+    if train.get("criterion") == "cross_vocab_distillation":
+        DistillOptions.from_mapping(DistillOptions.pick(train), where)
+    sampling = SamplingOptions.from_mapping(SamplingOptions.pick(train), where)
     try:
-        data = DataConfig(**tree.get("data", {}))
-        evaluate = EvalConfig(**tree.get("evaluate", {}))
-    except TypeError as e:
-        raise UserInputError(f"{path}: {e}") from None
-    return RunConfig(
+        sampling.check_langs(langs)
+    except UserInputError as e:
+        raise UserInputError(f"{where}: {e}") from None
+
+
+def load_config(name_or_path: str, overrides: Sequence[str] = (), data: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a run config; `overrides` are `section.key=value` strings (value parsed as YAML), `data` keys
+    over its `data:` section (an experiment's)."""
+    path, tree = read_config_tree(name_or_path, overrides)
+    unknown = [k for k in tree if k not in SECTIONS]
+    if unknown:
+        raise UserInputError(f"{path}: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    data_section = tree.get("data") or {}
+    if not isinstance(data_section, Mapping) or not isinstance(tree.get("train") or {}, Mapping):
+        raise UserInputError(f"{path}: `data` and `train` must be sections of keys")
+    cfg = RunConfig(
         name=str(tree.get("name", path.stem)),
-        data=data,
-        train=dict(tree.get("train", {})),
-        evaluate=evaluate,
+        data=DataConfig.from_mapping({**data_section, **(data or {})}, f"{path}: data"),
+        train=dict(tree.get("train") or {}),
+        evaluate=EvalOptions.from_mapping(tree.get("evaluate"), f"{path}: evaluate"),
         source=str(path),
     )
+    check_plugin_flags(cfg.train, cfg.model_langs, f"{path}: train")
+    return cfg
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) -> None:
+    """The config file, `--set` overrides and (`run_dir`) the run directory."""
+    parser.add_argument("config", nargs="?", default="old_model",
+                        help="YAML config file, or the name of one in configs/ (default: old_model)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set train.max-update=100 (repeatable)")
+    if run_dir:
+        parser.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+
+
+def run_dir_of(args: argparse.Namespace, cfg: RunConfig) -> Path:
+    return Path(args.run_dir) if args.run_dir else runs_dir() / cfg.name

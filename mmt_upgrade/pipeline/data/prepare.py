@@ -9,7 +9,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from mmt_upgrade.core.errors import UserInputError
@@ -22,6 +22,7 @@ from mmt_upgrade.core.languages import (
     model_langs,
     parse_lang_list,
 )
+from mmt_upgrade.core.options import REQUIRED, OptionGroup, comma_list, option
 from mmt_upgrade.core.spm import load_spm, train_spm, write_dictionary
 from mmt_upgrade.core.vocab import TOKENIZER_FILE, Tokenizer
 from mmt_upgrade.fairseq_io.binarize import binarize_pair
@@ -41,25 +42,43 @@ from mmt_upgrade.pipeline.data.bible import (
 FORMAT_VERSION = 1
 
 
+def parse_lang_caps(text: str) -> dict[str, int]:
+    """`it=2500,ar=2500` -> {"it": 2500, "ar": 2500}."""
+    caps = {}
+    for item in comma_list(text):
+        lang, _, cap = item.partition("=")
+        if not cap.strip().isdigit():
+            raise UserInputError(f"--max-train-pairs-per-lang: expected LANG=N, got {item!r}")
+        caps[lang.strip()] = int(cap)
+    return caps
+
+
 @dataclass
-class DataConfig:
-    langs: list[str]  # non-pivot languages, in model order (new ones appended at the end)
-    pivot: str = PIVOT
-    max_train_pairs: int = 8000  # cap per language pair
-    max_train_pairs_per_lang: dict[str, int] = field(default_factory=dict)  # overrides of the cap
-    max_eval_pairs: int = 0  # 0 = all dev/test verses
-    vocab_size: int = 8000
-    spm_sentences_per_lang: int = 10000
-    byte_fallback: bool = True
-    heldout_langs: list[str] = field(default_factory=lambda: list(DEFAULT_HELDOUT_LANGS))
-    seed: int = 1
-    # An upgraded model directory: encode with its tokenizer and dictionary instead of training a new SPM.
-    tokenizer: str = ""
+class DataConfig(OptionGroup):
+    """A run config's `data:` section and the `mmt-upgrade data` flags."""
+
+    langs: list[str] = option(REQUIRED, "non-pivot languages, in model order (new ones appended at the end)")
+    pivot: str = option(PIVOT, "the language every pair shares")
+    max_train_pairs: int = option(8000, "cap on train pairs per language pair")
+    max_train_pairs_per_lang: dict[str, int] = option({}, "per-language caps overriding --max-train-pairs",
+                                                      metavar="LANG=N,...", parse=parse_lang_caps)
+    max_eval_pairs: int = option(0, "dev/test pairs per direction (a seeded sample; 0: all)")
+    vocab_size: int = option(8000, "SentencePiece vocabulary size")
+    spm_sentences_per_lang: int = option(10000, "SentencePiece training sentences per language")
+    byte_fallback: bool = option(True, "SentencePiece byte fallback (no <unk> for unseen characters)")
+    heldout_langs: list[str] = option(list(DEFAULT_HELDOUT_LANGS), "languages whose shared verses make the "
+                                      "dev and test splits (the same English verses for every direction)")
+    seed: int = option(1, "seed of the train sample, the eval sample and SentencePiece")
+    tokenizer: str = option("", "an upgraded model directory: encode with its tokenizer and dictionary instead "
+                                "of training a new SentencePiece model")
 
     def __post_init__(self) -> None:
         self.langs = parse_lang_list(self.langs, "data.langs")
-        parse_lang_list([self.pivot], "data.pivot")
         self.langs = [x for x in self.langs if x != self.pivot]
+        self.check()
+
+    def check(self) -> None:
+        parse_lang_list([self.pivot], "data.pivot")
         if not self.langs:
             raise UserInputError("data.langs needs at least one language besides the pivot")
         self.heldout_langs = parse_lang_list(self.heldout_langs, "data.heldout_langs")
