@@ -25,6 +25,7 @@ import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.fairseq_cfg import cfg_fields
+from mmt_upgrade.core.options import OptionGroup, option
 from mmt_upgrade.core.record import NewParameterRecord
 
 GROW_INITS = ("paper", "preserve")
@@ -38,14 +39,18 @@ FINAL_NORM = "final_layer_norm"
 
 
 @dataclass
-class GrowthOptions:
-    add_encoder_layers: int = 0
-    add_decoder_layers: int = 0
-    widen_ffn: float = 1.0
-    init: str = "paper"
-    position: str = "top"
-    noise: float = 0.01  # std of the noise relative to each tensor's std
-    seed: int = 1
+class GrowthOptions(OptionGroup):
+    """`mmt-upgrade upgrade`'s growth flags. The noise's seed is the upgrade's `--seed` (one seed per upgrade)."""
+    add_encoder_layers: int = option(0, "grow the encoder by N layers", metavar="N")
+    add_decoder_layers: int = option(0, "grow the decoder by N layers", metavar="N")
+    widen_ffn: float = option(1.0, "multiply every FFN's width (encoder and decoder) by FACTOR >= 1", metavar="FACTOR")
+    init: str = option("paper", "paper: new layers = average of the stack, FFN = old + noisy copy (changes the "
+                                "function); preserve: identity layers and Net2WiderNet (the old function at step 0)",
+                       choices=GROW_INITS, flag="grow-init")
+    position: str = option("top", "new layers on top of the stack, or spread between old ones",
+                           choices=GROW_POSITIONS, flag="grow-position")
+    noise: float = option(0.01, "std of the widening noise relative to each tensor's std (preserve: zero-sum "
+                                "across copies)", flag="grow-noise")
 
     def active(self) -> bool:
         return bool(self.add_encoder_layers or self.add_decoder_layers or self.widen_ffn != 1.0)
@@ -199,11 +204,12 @@ def widen_ffn(model_state: dict[str, torch.Tensor], side: str, factor: float, in
     return {"ffn_before": d_ff, "ffn_after": d_ff + n_add}
 
 
-def grow(model_state: dict[str, torch.Tensor], model_cfg: Any, options: GrowthOptions,
+def grow(model_state: dict[str, torch.Tensor], model_cfg: Any, options: GrowthOptions, seed: int,
          record: NewParameterRecord, what: str) -> dict:
-    """Deeper first, then wider (new layers are widened too); returns a report and the new config values."""
+    """Deeper first, then wider (new layers are widened too); returns a report and the new config values.
+    `seed` draws the widening noise."""
     check_architecture(model_state, model_cfg, what)
-    generator = torch.Generator().manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(seed)
     report: dict[str, Any] = {"init": options.init, "position": options.position, "noise": options.noise,
                               "widen_ffn": options.widen_ffn, "config": {}}
     for side in SIDES:

@@ -14,7 +14,9 @@ Format (version 1)::
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -23,6 +25,7 @@ from mmt_upgrade.core.errors import UserInputError
 
 FORMAT = 1
 TASK_STATE_KEY = "upgrade_record"
+UPGRADE_JSON = "upgrade.json"  # beside an upgraded checkpoint: what the upgrade did, the record included
 
 
 @dataclass
@@ -56,18 +59,19 @@ class NewParameterRecord:
     def new_rows(self, name: str) -> list[tuple[int, int]]:
         return [(start, stop) for dim, start, stop in self.slices.get(name, []) if dim == 0]
 
-    def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], what: str) -> None:
-        """Every named parameter exists and every slice lies inside it."""
+    def check_shapes(self, shapes: Mapping[str, tuple[int, ...]], what: str, hint: str = "") -> None:
+        """Every named parameter exists and every slice lies inside it; `hint` ends the error."""
+        hint = f"; {hint}" if hint else ""
         for name in self.whole:
             if name not in shapes:
-                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks")
+                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks{hint}")
         for name, items in self.slices.items():
             if name not in shapes:
-                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks")
+                raise UserInputError(f"{what}: the new-parameter record names {name}, which the model lacks{hint}")
             for dim, start, stop in items:
                 if not (0 <= dim < len(shapes[name]) and 0 <= start < stop <= shapes[name][dim]):
                     raise UserInputError(f"{what}: record slice {[dim, start, stop]} of {name} lies outside "
-                                         f"its shape {tuple(shapes[name])}")
+                                         f"its shape {tuple(shapes[name])}{hint}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "whole": list(self.whole), "slices": {k: [list(s) for s in v] for k, v in self.slices.items()}}
@@ -83,3 +87,17 @@ class NewParameterRecord:
     def from_task_state(cls, task_state: Mapping[str, Any] | None) -> "NewParameterRecord | None":
         obj = (task_state or {}).get(TASK_STATE_KEY)
         return None if obj is None else cls.from_dict(obj)
+
+
+def size_flags_hint(checkpoint: Path | None) -> str:
+    """What to do when a record does not fit the model fairseq built: fairseq builds it from its flags, so an
+    upgraded (grown) checkpoint needs the upgrade's size flags, shown when upgrade.json lies beside it."""
+    report = Path(checkpoint).parent / UPGRADE_JSON if checkpoint else None
+    flags = {}
+    if report is not None and report.is_file():
+        flags = json.loads(report.read_text(encoding="utf-8")).get("fairseq_model_flags") or {}
+    if not flags:
+        return (f"fairseq builds the model from its flags: give the upgraded model's size flags "
+                f"({UPGRADE_JSON}'s fairseq_model_flags)")
+    return (f"fairseq builds the model from its flags: give the upgraded model's, {UPGRADE_JSON}'s "
+            f"fairseq_model_flags ({report}): " + " ".join(f"--{k} {v}" for k, v in flags.items()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,8 +27,10 @@ def train_spm(
     sentences_per_lang: int,
     seed: int,
     byte_fallback: bool = True,
+    size_flag: str = "data.vocab_size",
 ) -> Path:
-    """Train a unigram model on an equal-size sample of every language (balanced input)."""
+    """Train a unigram model on an equal-size sample of every language (balanced input). A `vocab_size`
+    below what the text's characters need is an error naming `size_flag`, the languages and that size."""
     rng = random.Random(seed)
     sample: list[str] = []
     for lang in sorted(texts_by_lang):
@@ -42,6 +45,22 @@ def train_spm(
     # Sentences from memory and the model to memory: the saved model then records no temporary file
     # names, so the same text and settings give the same bytes (upgrades compare tokenizers by hash).
     model = io.BytesIO()
+    try:
+        _train(sample, model, vocab_size, seed, byte_fallback)
+    except RuntimeError as e:
+        needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+        if needed is None:
+            raise
+        raise UserInputError(f"{size_flag} {vocab_size} is too small for the characters of "
+                             f"{','.join(sorted(texts_by_lang))}: SentencePiece needs at least {needed.group(1)} "
+                             f"(each character, the specials{' and 256 byte pieces' if byte_fallback else ''}); "
+                             f"give {size_flag} {needed.group(1)} or more") from None
+    with atomic_path(model_path) as tmp:
+        tmp.write_bytes(model.getvalue())
+    return model_path
+
+
+def _train(sample: list[str], model: io.BytesIO, vocab_size: int, seed: int, byte_fallback: bool) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(sample),
         model_writer=model,
@@ -61,9 +80,6 @@ def train_spm(
         num_threads=1,  # multi-threaded EM is not bit-reproducible
         minloglevel=2,
     )
-    with atomic_path(model_path) as tmp:
-        tmp.write_bytes(model.getvalue())
-    return model_path
 
 
 def load_spm(model_path: Path) -> spm.SentencePieceProcessor:

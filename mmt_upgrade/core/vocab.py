@@ -141,7 +141,7 @@ def extend_vocabulary(old_spm: Path, old_pieces: Sequence[str], old_langs: Seque
     """Old pieces keep their ids; pieces of a model learnt on the new languages' text are appended if new."""
     out_dir = Path(out_dir)
     shutil.copyfile(old_spm, out_dir / "spm.old.model")
-    train_spm(new_texts, out_dir / "spm.new.model", new_spm_size, sentences_per_lang, seed)
+    train_spm(new_texts, out_dir / "spm.new.model", new_spm_size, sentences_per_lang, seed, size_flag="--new-spm-size")
     new_model_pieces = _piece_list(load_spm(out_dir / "spm.new.model"))
     old_set = set(old_pieces)
     added = [p for p in new_model_pieces if p not in old_set]
@@ -169,7 +169,7 @@ def retrain_vocabulary(old_pieces: Sequence[str], texts: Mapping[str, Sequence[s
                        out_dir: Path, sentences_per_lang: int = 20000) -> VocabularyUpgrade:
     """One model for every language; pieces whose string the old dictionary has will copy their row."""
     out_dir = Path(out_dir)
-    train_spm(texts, out_dir / "spm.model", spm_size, sentences_per_lang, seed)
+    train_spm(texts, out_dir / "spm.model", spm_size, sentences_per_lang, seed, size_flag="--spm-size")
     pieces = _piece_list(load_spm(out_dir / "spm.model"))
     old_set = set(old_pieces)
     shared = sum(p in old_set for p in pieces)

@@ -10,6 +10,7 @@ figures show users the size of the change.
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,7 +18,9 @@ from typing import Mapping, Sequence
 import torch
 
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.files import sha256_file
+from mmt_upgrade.core.files import sha256_file, write_json_atomic
+from mmt_upgrade.core.languages import parse_lang_list
+from mmt_upgrade.core.record import UPGRADE_JSON
 from mmt_upgrade.core.vocab import Tokenizer, lang_token
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.fairseq_io.models import (
@@ -27,7 +30,6 @@ from mmt_upgrade.fairseq_io.models import (
     load_model,
     teacher_forced_logits,
 )
-from mmt_upgrade.pipeline.upgrade import UPGRADE_JSON
 
 LOGPROB_TOLERANCE = 1e-5
 GROWTH_LOGPROB_TOLERANCE = 1e-4
@@ -43,14 +45,12 @@ def promise(report: Mapping) -> float | None:
     return GROWTH_LOGPROB_TOLERANCE if growth["init"] == "preserve" else None
 
 
-
 def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], tgt: list[list[str]] | None):
     pad, eos = m.index["<pad>"], m.index["</s>"]
     src_lt, tgt_lt = m.index[lang_token(src_lang)], m.index[lang_token(tgt_lang)]
     srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
     tgts = None if tgt is None else [torch.tensor([tgt_lt] + m.ids(p) + [eos]) for p in tgt]
     return collate_pairs(srcs, tgts, pad, eos)
-
 
 
 def verify_direction(old: LoadedModel, new: LoadedModel, src_lang: str, tgt_lang: str, src_lines: list[str],
@@ -91,9 +91,21 @@ def verify_direction(old: LoadedModel, new: LoadedModel, src_lang: str, tgt_lang
     return out
 
 
-def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: Sequence[str],
+def check_old_data(old_data: PreparedData, report: Mapping, report_path: Path) -> None:
+    """`--old-data` must be the old model's: its languages, SentencePiece model and dictionary."""
+    old_langs = report["langs"]["old"]
+    if old_data.langs != old_langs:
+        raise UserInputError(f"--old-data {old_data.root}: its languages ({','.join(old_data.langs)}) are not the "
+                             f"old model's ({','.join(old_langs)}); give the old model's prepared data")
+    for key, path in (("spm", old_data.spm_model), ("dict", old_data.dictionary)):
+        if sha256_file(path) != report["inputs"][key]["sha256"]:
+            raise UserInputError(f"--old-data {old_data.root}: {path} is not the {key} the model was upgraded "
+                                 f"from ({report_path} inputs.{key}); give the old model's prepared data")
+
+
+def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: Sequence[str] | None = None,
            sentences: int = 100) -> dict:
-    """Run every old direction involving `langs`; `ok` is False when a promise is broken."""
+    """Run every old direction involving `langs` (default: all); `ok` is False when a promise is broken."""
     new_dir = Path(new_dir)
     report_path = new_dir / UPGRADE_JSON
     if not report_path.is_file():
@@ -103,7 +115,9 @@ def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: S
     if sha256_file(old_checkpoint) != recorded:
         raise UserInputError(f"{new_dir} was not upgraded from {old_checkpoint} (its sha256 differs from the one "
                              f"in {report_path})")
+    check_old_data(old_data, report, report_path)
     old_langs = report["langs"]["old"]
+    langs = old_langs if langs is None else langs
     bad = [x for x in langs if x not in old_langs]
     if bad:
         raise UserInputError(f"--langs: {', '.join(bad)} not an old language of the model ({','.join(old_langs)})")
@@ -146,3 +160,24 @@ def format_verify(result: dict) -> str:
     else:
         lines.append(f"{result['growth']} growth changes the function by design (no promise): {figures}")
     return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", help="the old checkpoint")
+    parser.add_argument("new", help="the upgraded directory (or its checkpoint.pt)")
+    parser.add_argument("--old-data", required=True, help="the old model's prepared data directory")
+    parser.add_argument("--langs", help="old languages to check (default: all)")
+    parser.add_argument("--sentences", type=int, default=100, help="dev sentences per direction (default: 100)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`mmt-upgrade verify`: exit 1 when a promise is broken."""
+    new_dir = Path(args.new)
+    new_dir = new_dir.parent if new_dir.is_file() else new_dir
+    langs = parse_lang_list(args.langs, "--langs") if args.langs else None
+    result = verify(Path(args.old), PreparedData.open(Path(args.old_data)), new_dir, langs, args.sentences)
+    print(format_verify(result))
+    if args.json:
+        write_json_atomic(Path(args.json), result)
+    return 0 if result["ok"] else 1

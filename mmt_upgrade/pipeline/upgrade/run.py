@@ -1,0 +1,62 @@
+"""`upgrade()`: the stages in order, inputs -> vocabulary -> rows -> languages -> growth -> write, each adding
+its sections to upgrade.json.
+
+Checkpoint surgery on the state dict only (no fairseq model is built). The old checkpoint is read
+memory-mapped and never written; every input is checked before anything is built, and the output directory
+is built beside its final place and renamed when complete.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from mmt_upgrade.core.files import log
+from mmt_upgrade.core.record import NewParameterRecord
+from mmt_upgrade.pipeline.upgrade.growth import grow_model
+from mmt_upgrade.pipeline.upgrade.inputs import UpgradeInputs, hash_files, inputs_section, resolve_inputs
+from mmt_upgrade.pipeline.upgrade.languages import upgrade_languages
+from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
+from mmt_upgrade.pipeline.upgrade.rows import upgrade_rows
+from mmt_upgrade.pipeline.upgrade.vocabulary import build_vocabulary, vocabulary_section
+from mmt_upgrade.pipeline.upgrade.write import (
+    CHECKPOINT,
+    check_out_dir,
+    outputs_section,
+    publish,
+    temp_dir,
+    write_model,
+)
+
+FORMAT = 1
+
+
+def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Path:
+    """Build `out_dir` (must not exist) holding the upgraded model; returns its checkpoint path."""
+    t0 = time.monotonic()
+    out_dir = check_out_dir(out_dir, inputs.checkpoint)
+    found = resolve_inputs(inputs, options)
+    state, record = found.state, NewParameterRecord()
+    report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = temp_dir(out_dir)
+    hasher = ThreadPoolExecutor(max_workers=1)  # a multi-GB checkpoint hashes beside SentencePiece training
+    hashes = hash_files(hasher, found)
+    try:
+        vocab = build_vocabulary(found, options, tmp)
+        report |= vocabulary_section(found, vocab)
+        report |= upgrade_rows(state["model"], found.spm, found.pieces, found.old_langs, vocab, found.new_langs,
+                               options, record, found.what)
+        report |= upgrade_languages(state, found.old_langs, found.new_langs)
+        report |= grow_model(state, options, record, found.what)
+        report |= inputs_section(found, hashes)
+        log(f"upgrade: writing {out_dir / CHECKPOINT}")
+        report |= write_model(state, vocab, found.langs, record, tmp)
+        report |= outputs_section(tmp)
+        report["wall_s"] = round(time.monotonic() - t0, 2)
+        checkpoint = publish(tmp, report, out_dir)
+    finally:
+        hasher.shutdown(cancel_futures=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"upgrade: done in {time.monotonic() - t0:.1f} s -> {out_dir}")
+    return checkpoint
