@@ -15,6 +15,11 @@ from mmt_upgrade.core.fairseq_cfg import cfg_fields
 # fairseq pickles the legacy task arguments as a Namespace (the only non-tensor global it writes).
 torch.serialization.add_safe_globals([argparse.Namespace])
 
+# The files fairseq-train writes into --save-dir (fairseq decides these names).
+LAST = "checkpoint_last.pt"  # resumed from (`--restore-file`'s default)
+BEST = "checkpoint_best.pt"  # lowest validation loss
+INTERVAL = "checkpoint_*_{updates}.pt"  # --save-interval-updates: checkpoint_<epoch>_<updates>.pt
+
 
 def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict on CPU; a missing, truncated or foreign file is one clear error.
@@ -40,6 +45,14 @@ def checkpoint_num_updates(path: Path) -> int:
     return int(read_checkpoint(path)["optimizer_history"][-1]["num_updates"])
 
 
+def training_clock(state: dict[str, Any]) -> float:
+    """fairseq's training wall time in seconds (`previous_training_time`; evaluation and start-up excluded).
+
+    fairseq carries it over from the checkpoint it starts from (resumed or `--finetune-from-model`), and
+    `--stop-time-hours` compares this running total, not the time of the current call."""
+    return float((state.get("extra_state") or {}).get("previous_training_time", 0.0))
+
+
 
 def checkpoint_task_cfg(state: dict[str, Any]) -> dict[str, Any]:
     task = state["cfg"].get("task") if isinstance(state["cfg"], dict) else None
@@ -55,10 +68,10 @@ def checkpoint_langs(state: dict[str, Any]) -> list[str]:
     return langs.split(",") if isinstance(langs, str) else list(langs)
 
 
-def checkpoint_to_restore(save_dir: str, restore_file: str = "checkpoint_last.pt",
+def checkpoint_to_restore(save_dir: str, restore_file: str = LAST,
                           finetune_from_model: str | None = None) -> Path | None:
     """The file fairseq-train will load at start (`checkpoint_utils.load_checkpoint`'s rule), if any."""
-    if restore_file == "checkpoint_last.pt":
+    if restore_file == LAST:
         last = Path(save_dir) / restore_file
         if last.exists():
             return last

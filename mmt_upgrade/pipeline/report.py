@@ -1,57 +1,67 @@
 """`mmt-upgrade report RUN_DIR`: report.md, report.json and plots from an experiment's result files.
 
-Every number comes from `runs/*/result.json` and `old_model/result.json` (curves of chrF++/BLEU with the
-compute spent: updates, target tokens, training wall time). The old model's own training cost is reported
-apart, as in the paper; the upgraded runs' compute counts only their own training.
+Every number comes from `runs/*/result.json` and `old_model/result.json` (`RunResult`s: curves of
+chrF++/BLEU with the compute spent: updates, target tokens, training wall time). The old model's own
+training cost is reported apart, as in the paper; the upgraded runs' compute counts only their own training.
 """
 from __future__ import annotations
 
-import json
+import argparse
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import write_json_atomic, write_text_atomic
-from mmt_upgrade.pipeline.experiment.spec import RESULT
+from mmt_upgrade.pipeline.records import (
+    PLAN,
+    REPORT,
+    CurvePoint,
+    RunResult,
+    check_format,
+    format_field,
+    read_json,
+    read_record,
+)
+from mmt_upgrade.pipeline.rundir import ExperimentDir
 
 COMPUTE = ("updates", "target_tokens", "train_wall_s")
 GROUPS = ("new", "old", "all")
 NOISE = 0.5  # chrF++ differences below this are reported as no clear effect (a few hundred test sentences)
 
 
-def load_results(root: Path) -> tuple[dict, dict, dict[str, dict]]:
+def load_results(root: Path) -> tuple[dict, RunResult, dict[str, RunResult]]:
     """plan.json, the old model's result and each run's, in plan order (unfinished runs left out)."""
-    plan_file = root / "plan.json"
-    if not plan_file.exists():
+    exp = ExperimentDir(Path(root))
+    if not exp.plan.exists():
         raise UserInputError(f"{root} is not an experiment directory (no plan.json); run `mmt-upgrade experiment`")
-    plan = json.loads(plan_file.read_text())
-    old_file = root / "old_model" / RESULT
+    plan = read_json(exp.plan)
+    check_format(plan, PLAN, 1, exp.plan)
+    old_file = exp.old_model.result
     if not old_file.exists():
         raise UserInputError(f"{old_file} is missing: the old model has not been evaluated yet")
-    runs = {}
-    for name in plan["runs"]:
-        f = root / "runs" / name / RESULT
-        if f.exists():
-            runs[name] = json.loads(f.read_text())
+    runs = {name: read_record(RunResult, exp.run(name).result) for name in plan["runs"]
+            if exp.run(name).result.exists()}
     if not runs:
-        raise UserInputError(f"{root}: no run has finished yet (no runs/*/{RESULT})")
-    return plan, json.loads(old_file.read_text()), runs
+        raise UserInputError(f"{root}: no run has finished yet (no runs/*/{old_file.name})")
+    return plan, read_record(RunResult, old_file), runs
 
 
-def final(curve: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    return max(curve, key=lambda p: p["updates"])
+def compute(point: CurvePoint) -> dict[str, Any]:
+    return {k: getattr(point, k) for k in COMPUTE}
 
 
-def first_reaching(curve: Sequence[Mapping[str, Any]], group: str, target: float) -> Mapping[str, Any] | None:
+def first_reaching(curve: Sequence[CurvePoint], group: str, target: float) -> CurvePoint | None:
     """The earliest point (by updates) whose chrF++ on `group` reaches `target`."""
-    for point in sorted(curve, key=lambda p: p["updates"]):
-        if point["groups"][group]["chrfpp"] >= target:
+    for point in sorted(curve, key=lambda p: p.updates):
+        if point.chrfpp(group) >= target:
             return point
     return None
 
 
-def compute_fraction(point: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[str, float | None]:
-    return {k: (point[k] / reference[k] if point.get(k) is not None and reference.get(k) else None) for k in COMPUTE}
+def compute_fraction(point: CurvePoint, reference: CurvePoint) -> dict[str, float | None]:
+    """Each compute measure of `point` over the reference's (None where either is unknown or zero)."""
+    mine, ref = compute(point), compute(reference)
+    return {k: (mine[k] / ref[k] if mine[k] is not None and ref[k] else None) for k in COMPUTE}
 
 
 def effect(delta: float) -> str:
@@ -60,30 +70,33 @@ def effect(delta: float) -> str:
     return "helps" if delta > 0 else "hurts"
 
 
-def summarize_experiment(plan: Mapping[str, Any], old: Mapping[str, Any], runs: Mapping[str, dict]) -> dict[str, Any]:
+def reach(run: RunResult, reference: RunResult, group: str) -> dict[str, Any]:
+    """When `run` first reaches the reference's final chrF++ on `group`, and at which share of its compute."""
+    ref = reference.final
+    target = ref.chrfpp(group)
+    hit = first_reaching(run.curve, group, target)
+    return {"scratch_final_chrfpp": target, "best_chrfpp": max(p.chrfpp(group) for p in run.curve),
+            "reached_at": compute(hit) if hit else None,
+            "fraction_of_scratch_compute": compute_fraction(hit, ref) if hit else None}
+
+
+def summarize_experiment(plan: Mapping[str, Any], old: RunResult, runs: Mapping[str, RunResult]) -> dict[str, Any]:
+    """report.json: the final table, the headline (a, b), the ladder's verdicts (c) and the curves."""
     specs = plan["config"]["runs"]
-    old_point = final(old["curve"])
-    old_chrf = old_point["groups"]["all"]["chrfpp"]  # the old model knows only old directions
+    old_point = old.final
+    old_chrf = old_point.chrfpp("all")  # the old model knows only old directions
     table = {}
     for name, res in runs.items():
-        p = final(res["curve"])
-        table[name] = {**{k: p.get(k) for k in COMPUTE},
-                       **{f"chrfpp_{g}": p["groups"][g]["chrfpp"] for g in GROUPS},
-                       **{f"bleu_{g}": p["groups"][g]["bleu"] for g in GROUPS},
-                       "forgetting_chrfpp": p["groups"]["old"]["chrfpp"] - old_chrf}
+        p = res.final
+        table[name] = {**compute(p), **{f"chrfpp_{g}": p.chrfpp(g) for g in GROUPS},
+                       **{f"bleu_{g}": p.groups[g].bleu for g in GROUPS},
+                       "forgetting_chrfpp": p.chrfpp("old") - old_chrf}
     scratch = next((n for n in runs if specs[n].get("start") == "scratch"), None)
     headline_run = "full" if "full" in runs else list(runs)[-1]
     headline: dict[str, Any] = {"run": headline_run, "reference": scratch}
     if scratch and headline_run != scratch:
-        ref = final(runs[scratch]["curve"])
         for group in ("new", "all"):
-            target = ref["groups"][group]["chrfpp"]
-            hit = first_reaching(runs[headline_run]["curve"], group, target)
-            headline[f"reach_{group}"] = {
-                "scratch_final_chrfpp": target,
-                "best_chrfpp": max(p["groups"][group]["chrfpp"] for p in runs[headline_run]["curve"]),
-                "reached_at": {k: hit.get(k) for k in COMPUTE} if hit else None,
-                "fraction_of_scratch_compute": compute_fraction(hit, ref) if hit else None}
+            headline[f"reach_{group}"] = reach(runs[headline_run], runs[scratch], group)
     headline["old_minus_old_model_chrfpp"] = table[headline_run]["forgetting_chrfpp"]
     ladder = []
     for name in runs:
@@ -94,12 +107,18 @@ def summarize_experiment(plan: Mapping[str, Any], old: Mapping[str, Any], runs: 
             d = {g: table[name][f"chrfpp_{g}"] - table[base][f"chrfpp_{g}"] for g in GROUPS}
             ladder.append({"step": name, "over": base, "delta_chrfpp": d,
                            "verdict": {g: effect(v) for g, v in d.items()}})
-    return {"old_model": {"chrfpp_old": old_chrf, "bleu_old": old_point["groups"]["all"]["bleu"],
-                          **{k: old_point.get(k) for k in COMPUTE},
-                          "target_tokens_from": old_point.get("target_tokens_from", "task state")},
+    return {**format_field(REPORT),
+            "old_model": {"chrfpp_old": old_chrf, "bleu_old": old_point.groups["all"].bleu, **compute(old_point),
+                          "target_tokens_from": old_point.target_tokens_from, "trained_updates": old.trained_updates},
             "runs": table, "headline": headline, "ladder": ladder,
-            "curves": {n: r["curve"] for n, r in runs.items()}, "noise_chrfpp": NOISE,
+            "curves": {n: [p.to_json() for p in r.curve] for n, r in runs.items()}, "noise_chrfpp": NOISE,
             "eval": plan["config"]["evaluate"], "missing_runs": [n for n in plan["runs"] if n not in runs]}
+
+
+def curves(s: Mapping[str, Any]) -> dict[str, list[CurvePoint]]:
+    """The summary's curves as points, in update order."""
+    return {run: sorted((CurvePoint.from_json(p, f"report curve {run}") for p in c), key=lambda p: p.updates)
+            for run, c in s["curves"].items()}
 
 
 def _fmt(x: Any, digits: int = 1) -> str:
@@ -158,9 +177,8 @@ def markdown(s: Mapping[str, Any], name: str) -> str:
                      f"{r['chrfpp_new']:.1f} | {r['chrfpp_old']:.1f} | {r['chrfpp_all']:.1f} | {r['bleu_new']:.1f} | "
                      f"{r['bleu_old']:.1f} | {r['forgetting_chrfpp']:+.1f} |")
     lines += ["", "## Curves (chrF++ new / old at each evaluated checkpoint)", ""]
-    for run, curve in s["curves"].items():
-        pts = ", ".join(f"{p['updates']}: {p['groups']['new']['chrfpp']:.1f} / {p['groups']['old']['chrfpp']:.1f}"
-                        for p in sorted(curve, key=lambda p: p["updates"]))
+    for run, curve in curves(s).items():
+        pts = ", ".join(f"{p.updates}: {p.chrfpp('new'):.1f} / {p.chrfpp('old'):.1f}" for p in curve)
         lines.append(f"- {run}: {pts}")
     if s["missing_runs"]:
         lines += ["", f"Not finished (left out): {', '.join(s['missing_runs'])}."]
@@ -182,9 +200,9 @@ def plot(s: Mapping[str, Any], out: Path) -> list[Path]:
         for col, (key, label, scale) in enumerate((("target_tokens", "target tokens (millions)", 1e-6),
                                                   ("train_wall_s", "training wall time (min)", 1 / 60))):
             ax = axes[row][col]
-            for run, curve in s["curves"].items():
-                pts = sorted((p for p in curve if p.get(key) is not None), key=lambda p: p["updates"])
-                ax.plot([p[key] * scale for p in pts], [p["groups"][group]["chrfpp"] for p in pts], marker="o",
+            for run, curve in curves(s).items():
+                pts = [p for p in curve if getattr(p, key) is not None]
+                ax.plot([getattr(p, key) * scale for p in pts], [p.chrfpp(group) for p in pts], marker="o",
                         label=run)
             if group == "old":
                 ax.axhline(old_chrf, color="black", linestyle="--", linewidth=1, label="old model")
@@ -194,8 +212,8 @@ def plot(s: Mapping[str, Any], out: Path) -> list[Path]:
     axes[0][0].legend(fontsize=8)
     axes[1][0].legend(fontsize=8)
     fig.tight_layout()
-    curves = out / "curves.png"
-    fig.savefig(curves, dpi=110)
+    curves_png = out / "curves.png"
+    fig.savefig(curves_png, dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     names = list(s["runs"])
@@ -204,19 +222,31 @@ def plot(s: Mapping[str, Any], out: Path) -> list[Path]:
     ax.set_ylabel("old-direction chrF++ − old model's")
     ax.set_title("forgetting (final checkpoints)")
     fig.tight_layout()
-    forgetting = out / "forgetting.png"
-    fig.savefig(forgetting, dpi=110)
+    forgetting_png = out / "forgetting.png"
+    fig.savefig(forgetting_png, dpi=110)
     plt.close(fig)
-    return [curves, forgetting]
+    return [curves_png, forgetting_png]
 
 
 def write_report(root: Path, out: Path | None = None) -> Path:
     """Write report.json, report.md and plots/ into `out` (default: the experiment directory)."""
-    root = Path(root)
-    out = Path(out) if out else root
-    plan, old, runs = load_results(root)
+    out_dir = ExperimentDir(Path(out) if out else Path(root))
+    plan, old, runs = load_results(Path(root))
     s = summarize_experiment(plan, old, runs)
-    write_json_atomic(out / "report.json", s)
-    plot(s, out / "plots")
-    write_text_atomic(out / "report.md", markdown(s, plan["config"]["name"]))
-    return out / "report.md"
+    write_json_atomic(out_dir.report_json, s)
+    plot(s, out_dir.plots)
+    write_text_atomic(out_dir.report_md, markdown(s, plan["config"]["name"]))
+    return out_dir.report_md
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`mmt-upgrade report`."""
+    parser.add_argument("run_dir", help="the experiment directory (runs/experiments/<name>)")
+    parser.add_argument("--out", help="where to write them (default: the experiment directory)")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    print(report.read_text())
+    print(report)
+    return 0

@@ -1,5 +1,6 @@
-"""`mmt-upgrade experiment` / `report`: config checks, the printed plan, the tiny experiment end to end through
-submitit's local executor (real fairseq-train, fairseq-generate, sacrebleu), and resume after a kill."""
+"""`mmt-upgrade experiment` / `report` / `train`: config checks, the printed plan, the tiny experiment end to end
+through submitit's local executor (real fairseq-train, fairseq-generate, sacrebleu), resume after a kill, and a
+run the time guard stopped early (not finished, resumed to its plan, never upgraded)."""
 from __future__ import annotations
 
 import json
@@ -16,11 +17,26 @@ import yaml
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.paths import CONFIG_DIR
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_num_updates, read_checkpoint, training_clock
+from mmt_upgrade.pipeline.experiment.plan import build_plan
+from mmt_upgrade.pipeline.experiment.runner import progress
 from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
+from mmt_upgrade.pipeline.records import RunResult, TrainDone, read_record
+from mmt_upgrade.pipeline.rundir import ExperimentDir, RunDir
 
 from ..conftest import BIN, REPO_ROOT, run_cli
 
 TINY = yaml.safe_load((CONFIG_DIR / "tiny_upgrade.yaml").read_text())
+
+
+# fairseq's interval lines in a --log-file (its simple format): "epoch 001:     10 / 38 loss=9.1, ..., lr=0.003, ..."
+TRAIN_INNER = re.compile(r"^epoch \d+:\s+\d+ / \d+ (.*)$", re.M)
+
+
+def train_inner_stats(log_text: str) -> list[dict[str, float]]:
+    """The figures of every training interval line of a fairseq log, by name."""
+    return [{k: float(v) for k, v in (kv.split("=", 1) for kv in line.split(", "))}
+            for line in TRAIN_INNER.findall(log_text)]
 
 
 def write_config(path: Path, **changes) -> Path:
@@ -48,20 +64,18 @@ def experiment(env: dict[str, str], *args: str, timeout: int = 600) -> subproces
 @pytest.mark.parametrize("change, message", [
     ({"runs": {"a": {"base": "b"}, "b": {"base": "a"}}}, "form a cycle"),
     ({"runs": {"a": {"base": "nope"}}}, "which is not a run"),
-    ({"runs": {"a": {"upgrade": {"initt": "unk"}}}}, "unknown upgrade option 'initt'"),
+    ({"runs": {"a": {"upgrade": {"initt": "unk"}}}}, "run a: upgrade: unknown key 'initt'"),
     ({"runs": {"a": {"train": {"finetune-from-model": "x.pt"}}}}, "set by the experiment itself"),
     ({"runs": {"a": {"start": "scratch", "distill": {"kd-method": "alm"}}}}, "starts from scratch"),
     ({"runs": {"a": {"start": "middle"}}}, "start must be one of"),
-    ({"runs": {"a": {"upgrade": {"init": "zeros"}}}}, "--init: unknown method 'zeros'"),
+    ({"runs": {"a": {"upgrade": {"init": "zeros"}}}}, "run a: upgrade: init: 'zeros' is not one of"),
     ({"train": {}}, "set train.max-update"),
     ({"new_langs": ["es"]}, "already in the old model"),
-    ({"evaluate": {"every": 0}}, "evaluate.every"),
+    ({"evaluate": {"every": 0}}, "evaluate: every must be a positive number"),
 ])
 def test_bad_experiment_configs_are_refused_naming_the_problem(tmp_path, change, message):
     path = write_config(tmp_path / "bad.yaml", **change)
     with pytest.raises(UserInputError, match=message) as err:
-        from mmt_upgrade.pipeline.experiment.plan import build_plan
-
         build_plan(ExperimentConfig.load(str(path)), tmp_path / "exp", prepare=False)
     assert str(path) in str(err.value)
 
@@ -95,9 +109,15 @@ def test_dry_run_prints_every_run_and_its_fairseq_command_and_runs_nothing(tmp_p
     assert not (out / "plan.json").exists() and not (out / "runs").exists()
 
 
+# `full` distils with the shared-piece KL, weighted up, so that its term can be read back from fairseq's log
+# (3 decimals): on a model this small ALM's (a binary KL of chunk likelihoods at tau = 100) rounds to 0.000,
+# the shared KL's at its weight 0.5 to about 0.003.
+KD_SHARED = ("--set", "runs.full.distill.kd-method=shared", "--set", "runs.full.distill.kd-weight=50")
+
+
 def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment_env):
     out = tmp_path / "exp"
-    first = experiment(experiment_env, "tiny_upgrade", "--out", str(out))
+    first = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, "--out", str(out), timeout=1200)
     report = json.loads((out / "report.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     assert list(report["runs"]) == ["scratch", "naive", "full"] and not report["missing_runs"]
@@ -110,20 +130,35 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
         assert all(p["train_wall_s"] > 0 for p in trained)
         for p in curve:
             assert set(p["groups"]) >= {"all", "old", "new"} and len(p["directions"]) == 6
-    # The report's numbers are the result files' numbers.
-    old = json.loads((out / "old_model" / "result.json").read_text())["curve"][0]
-    full = json.loads((out / "runs" / "full" / "result.json").read_text())["curve"][-1]
+    # The report's numbers are the result files' numbers; results record the updates actually trained.
+    exp = ExperimentDir(out)
+    old, full = read_record(RunResult, exp.old_model.result), read_record(RunResult, exp.run("full").result)
     assert report["runs"]["full"]["forgetting_chrfpp"] == pytest.approx(
-        full["groups"]["old"]["chrfpp"] - old["groups"]["all"]["chrfpp"])
+        full.final.chrfpp("old") - old.final.chrfpp("all"))
+    assert (old.planned_updates, old.trained_updates, full.planned_updates, full.trained_updates) == (30, 30, 20, 20)
+    # Progress counts the update-0 evaluation, which lives in upgrades/<key>.eval, with the run's own.
+    plans = build_plan(ExperimentConfig.load("tiny_upgrade", KD_SHARED[1::2]), out, prepare=False).runs
+    assert progress(plans["naive"]) == "update 20/20, 3 evaluation(s) done"
+    assert progress(plans["scratch"]) == "update 20/20, 2 evaluation(s) done"
     assert report["headline"]["run"] == "full" and report["headline"]["reference"] == "scratch"
     assert [s["step"] for s in report["ladder"]] == ["full"] and report["ladder"][0]["over"] == "naive"
     md = (out / "report.md").read_text()
     assert "(a) new directions" in md and "(b) old directions" in md and "(c) `full` over `naive`" in md
     for png in ("curves.png", "forgetting.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Every technique really reached fairseq: distillation logged, up-sampling applied, scaled Adam used.
-    full_log = (out / "runs" / "full" / "train.log").read_text()
-    assert "kd_loss" in full_log and "lr_" in full_log
+    # Every technique really reached fairseq, read from its training interval lines (updates 10 and 20):
+    inner = train_inner_stats(exp.run("full").train_log.read_text())
+    assert [s["num_updates"] for s in inner] == [10, 20]
+    for stats in inner:
+        # adam_scaled: each group's lr is its multiplier (lr-scale-old 0.1, -new 1.0) times the schedule's lr
+        assert stats["lr_old"] == pytest.approx(0.1 * stats["lr"], rel=1e-4)
+        assert stats["lr_new"] == pytest.approx(stats["lr"], rel=1e-4)
+        # cross_vocab_distillation: the loss is the label-smoothed cross-entropy plus a non-zero KD term
+        # (each logged rounded to 3 decimals)
+        assert stats["kd_loss"] > 0.05
+        assert stats["loss"] == pytest.approx(stats["ce_loss"] + stats["kd_loss"], abs=2e-3)
+    naive = train_inner_stats(exp.run("naive").train_log.read_text())  # plain Adam and cross-entropy
+    assert naive and not any({"lr_old", "kd_loss"} & set(s) for s in naive)
     sampling = json.loads((out / "runs" / "full" / "checkpoints" / "sampling.json").read_text())
     assert sampling["upsample"] == {"langs": ["it"], "factor": 2.0}
     assert plan["runs"]["scratch"]["start_checkpoint"] is None
@@ -137,7 +172,7 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
         "checkpoint_best.pt", "checkpoint_last.pt"]
     # Run again: nothing is trained or evaluated again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    again = experiment(experiment_env, "tiny_upgrade", "--out", str(out))
+    again = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, "--out", str(out))
     assert again.stderr.count("finished earlier; skipping") == 4  # the old model and the three runs
     assert "submitted job" not in again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
@@ -179,11 +214,61 @@ def test_killed_experiment_resumes_the_interrupted_run_and_skips_finished_ones(t
     assert "first: finished earlier; skipping" in again.stderr
     assert "second: stopping job" in again.stderr, "the orphaned job was not stopped before resubmitting"
     assert first_result.stat().st_mtime_ns == stamp
-    result = json.loads((out / "runs" / "second" / "result.json").read_text())
-    assert [p["updates"] for p in result["curve"]] == [0, 20, 40, 60, 80, 100]
-    job = json.loads((out / "jobs" / "jobs.json").read_text())["second"]["job_id"]
+    result = read_record(RunResult, ExperimentDir(out).run("second").result)
+    assert [p.updates for p in result.curve] == [0, 20, 40, 60, 80, 100] and result.trained_updates == 100
+    job = json.loads((out / "jobs" / "jobs.json").read_text())["jobs"]["second"]["job_id"]
     log = (out / "jobs" / f"{job}_0_log.err").read_text()  # the resubmitted job's own log
     resumed = [int(x) for x in re.findall(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ (\d+) updates\)", log)]
     assert resumed and 20 <= resumed[0] < 100, f"the interrupted run did not resume mid-run: {resumed}"
     leftover = subprocess.run(["pgrep", "-f", f"submitit.*{out}"], capture_output=True, text=True).stdout
     assert not leftover.strip(), f"job processes left running: {leftover}"
+
+
+GUARD = 1e-5  # hours (36 ms of fairseq's training clock): stops the tiny model after its first update or so
+
+
+def test_a_run_the_time_guard_stopped_is_not_finished_and_resumes_to_its_plan(tmp_path):
+    run = RunDir(tmp_path / "tiny")
+    train = ["train", "tiny", "--run-dir", str(run.root)]
+    first = run_cli("mmt-upgrade", *train, "--set", f"train.stop-time-hours={GUARD}", check=False)
+    stopped = checkpoint_num_updates(run.last)
+    assert 1 <= stopped < 30, stopped
+    message = (f"tiny stopped at update {stopped} of 30 planned (--stop-time-hours {GUARD} is set: the time guard): "
+               "NOT finished, so not reused, upgraded or reported; run the same command again to resume it")
+    assert first.returncode == 2 and f"mmt-upgrade train: error: {message}" in first.stderr, first.stderr[-3000:]
+    assert f"WARNING: train: {message}" in first.stderr
+    assert not run.done.exists()
+    # The same guarded command again makes progress: fairseq's clock carries over in the checkpoint, so the
+    # guard it is given is this call's budget on top of that clock, not the bare flag (which would stop at once).
+    clock = training_clock(read_checkpoint(run.last))
+    again = run_cli("mmt-upgrade", *train, "--set", f"train.stop-time-hours={GUARD}", check=False)
+    assert again.returncode == 2 and not run.done.exists()
+    assert checkpoint_num_updates(run.last) > stopped
+    given = [float(x) for x in re.findall(r"'stop_time_hours': ([0-9.e+-]+)", run.train_log.read_text())]
+    assert given[0] == GUARD and given[-1] == pytest.approx(GUARD + clock / 3600, rel=1e-9)
+    # Without the guard it resumes from checkpoint_last.pt to exactly its planned updates, then is finished.
+    resumed_from = checkpoint_num_updates(run.last)
+    last = run_cli("mmt-upgrade", *train)
+    assert checkpoint_num_updates(run.last) == 30
+    done = read_record(TrainDone, run.done)
+    assert (done.num_updates, done.planned_updates, done.finished) == (30, 30, True)
+    assert re.search(rf"Loaded checkpoint \S+checkpoint_last\.pt \(epoch \d+ @ {resumed_from} updates\)",
+                     last.stdout + last.stderr)
+
+
+def test_an_experiment_refuses_an_old_model_stopped_before_its_plan(tmp_path, experiment_env):
+    """README command 1 once stopped the old model at update 268 of 2,600 and went on to upgrade it."""
+    tiny = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    old = tmp_path / "tiny_guarded.yaml"
+    old.write_text(yaml.safe_dump({**tiny, "name": "tiny_guarded", "train": {**tiny["train"], "stop-time-hours": GUARD}}))
+    config = write_config(tmp_path / "guarded.yaml", name="guarded", old_model=str(old))
+    out = tmp_path / "exp"
+    proc = subprocess.run([str(BIN / "mmt-upgrade"), "experiment", str(config), "--out", str(out), "--poll-seconds",
+                           "0.5"], env=experiment_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert re.search(r"mmt-upgrade experiment: error: run old_model: tiny_guarded stopped at update \d+ of 30 "
+                     r"planned .*NOT finished.* run the same command again to resume it", proc.stderr), proc.stderr[-3000:]
+    assert "old_model: finished" not in proc.stderr
+    exp = ExperimentDir(out)
+    assert not (out / "upgrades").exists() and not exp.old_model.result.exists() and not exp.report_json.exists()
+    assert not RunDir(Path(experiment_env["MMT_UPGRADE_RUNS"]) / "tiny_guarded").done.exists()

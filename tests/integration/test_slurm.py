@@ -5,7 +5,6 @@ Skips, saying why, only where the Debian packages `slurmctld slurmd slurm-client
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -16,9 +15,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from mmt_upgrade.test_experiment import write_config
+
+from mmt_upgrade.pipeline.records import read_json
+from mmt_upgrade.pipeline.rundir import ExperimentDir
 
 from ..conftest import BIN, REPO_ROOT
+from .test_experiment import write_config
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
 
@@ -105,12 +107,13 @@ def test_tiny_experiment_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
                            "--partition", "test", "--cpus-per-task", "1", "--poll-seconds", "1"],
                           env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-6000:]
-    jobs = json.loads((out / "jobs" / "jobs.json").read_text())
+    exp = ExperimentDir(out)
+    jobs = read_json(exp.jobs_file)["jobs"]
     assert set(jobs) == {"old_model", "scratch", "full"} and {j["cluster"] for j in jobs.values()} == {"slurm"}
     # The jobs really went through sbatch: submitit's SLURM job logs are named after the job ids.
     for job in jobs.values():
-        assert list((out / "jobs").glob(f"{job['job_id']}_0_log.out")), job
-    report = json.loads((out / "report.json").read_text())
+        assert list(exp.jobs.glob(f"{job['job_id']}_0_log.out")), job
+    report = read_json(exp.report_json)
     assert [p["updates"] for p in report["curves"]["full"]] == [0, 10, 20]
     assert [p["updates"] for p in report["curves"]["scratch"]] == [10, 20]
     # Resubmitting the finished experiment runs nothing.

@@ -1,35 +1,49 @@
 """One run as a job: train (resuming), evaluate every interval checkpoint, write the run's result."""
 from __future__ import annotations
 
-import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
-from mmt_upgrade.core.files import log, write_json_atomic
-from mmt_upgrade.fairseq_io.checkpoint import checkpoint_num_updates, read_checkpoint
+from mmt_upgrade.core.files import log
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_num_updates, read_checkpoint, training_clock
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.pipeline.evaluate import evaluate
 from mmt_upgrade.pipeline.experiment.plan import RunPlan
-from mmt_upgrade.pipeline.experiment.spec import RESULT
-from mmt_upgrade.pipeline.train import run_training
+from mmt_upgrade.pipeline.records import (
+    TASK_STATE,
+    TRAIN_LOG,
+    CurvePoint,
+    RunResult,
+    read_record,
+    write_record,
+)
+from mmt_upgrade.pipeline.rundir import RunDir, point_file
+from mmt_upgrade.pipeline.train import TrainingStopped, run_training
 
 
-def training_clock(state: Mapping[str, Any]) -> float:
-    """fairseq's training wall time (`previous_training_time`; evaluation and start-up excluded)."""
-    return float((state.get("extra_state") or {}).get("previous_training_time", 0.0))
+@dataclass(frozen=True)
+class Stopped:
+    """The outcome of a job whose training ended before its planned updates: nothing was evaluated."""
+    message: str
 
 
-def compute_of(checkpoint: Path, clock_start: float = 0.0) -> dict[str, Any]:
-    """Training compute a checkpoint carries: updates, target tokens (task state) and training wall time.
+@dataclass(frozen=True)
+class Compute:
+    """Training compute a checkpoint carries: updates, target tokens (task state) and training wall time."""
+    updates: int
+    target_tokens: int | None
+    train_wall_s: float
 
-    `clock_start`: the clock of the checkpoint the run was fine-tuned from, which fairseq carries over.
-    """
+
+def compute_of(checkpoint: Path, clock_start: float = 0.0) -> Compute:
+    """`clock_start`: the clock of the checkpoint the run was fine-tuned from, which fairseq carries over."""
     state = read_checkpoint(checkpoint)
     tokens = (state.get("task_state") or {}).get("target_tokens")
-    return {"updates": int(state["optimizer_history"][-1]["num_updates"]),
-            "target_tokens": int(tokens) if tokens is not None else None,
-            "train_wall_s": round(training_clock(state) - clock_start, 1)}
+    return Compute(updates=int(state["optimizer_history"][-1]["num_updates"]),
+                   target_tokens=int(tokens) if tokens is not None else None,
+                   train_wall_s=round(training_clock(state) - clock_start, 1))
 
 
 def finetune_clock(argv: Sequence[str]) -> float:
@@ -59,59 +73,63 @@ def tokens_from_log(log_text: str, upto: int) -> int | None:
     return int(total)
 
 
-def interval_checkpoint(save_dir: Path, updates: int) -> Path | None:
-    found = sorted(save_dir.glob(f"checkpoint_*_{updates}.pt"))
+def interval_checkpoint(run: RunDir, updates: int) -> Path | None:
+    found = run.interval_checkpoints(updates)
     if found:
         return found[-1]
-    last = save_dir / "checkpoint_last.pt"
-    if checkpoint_num_updates(last) == updates:
-        return last
+    if checkpoint_num_updates(run.last) == updates:
+        return run.last
     return None
 
 
-def summarize(results: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures of one evaluation a curve keeps: chrF++ and BLEU per direction and group."""
-    pick = lambda s: {"chrfpp": s["chrfpp"], "bleu": s["bleu"]}  # noqa: E731
-    return {"groups": {g: pick(s) for g, s in results["groups"].items()},
-            "directions": {d: pick(s) for d, s in results["directions"].items()}}
+def evaluated(plan: RunPlan, checkpoint: Path, out: Path, compute: Compute, tokens_from: str) -> CurvePoint:
+    """Evaluate `checkpoint` into `out` and keep its point (point.json) for later calls."""
+    results = evaluate(checkpoint, PreparedData.open(plan.eval_data), out, plan.evaluation)
+    point = CurvePoint.scored(compute.updates, compute.target_tokens, compute.train_wall_s, results, tokens_from)
+    write_record(point_file(out), point)
+    return point
 
 
-def execute_run(plan: RunPlan) -> dict[str, Any]:
-    """Train (resuming), evaluate every interval checkpoint, write `result.json`; skip when already done."""
+def start_point(plan: RunPlan) -> CurvePoint:
+    """The upgraded start, evaluated once for every run that starts from it (update 0, no compute)."""
+    out = plan.start_eval_dir
+    if point_file(out).exists():
+        return read_record(CurvePoint, point_file(out))
+    log(f"experiment: {plan.name}: evaluating the upgraded start (update 0)")
+    return evaluated(plan, plan.start_checkpoint, out, Compute(0, 0, 0.0), TASK_STATE)
+
+
+def execute_run(plan: RunPlan) -> RunResult | Stopped:
+    """Train (resuming), evaluate every interval checkpoint, write result.json; skip when already done."""
     done = plan.finished()
     if done is not None:
         log(f"experiment: {plan.name} is finished; skipping")
         return done
-    train_data, eval_data = PreparedData.open(plan.train_data), PreparedData.open(plan.eval_data)
-    save_dir = plan.run_dir / "checkpoints"
-    best = run_training(plan.train_argv, train_data, plan.run_dir)
-    curve = []
+    train_files, out = plan.train_files, plan.out
+    try:
+        trained = run_training(plan.train_argv, PreparedData.open(plan.train_data), plan.run_dir)
+    except TrainingStopped as e:
+        return Stopped(str(e))
+    curve = [start_point(plan)] if plan.start_checkpoint is not None else []
     clock_start = finetune_clock(plan.train_argv)
-    if plan.start_checkpoint is not None:
-        log(f"experiment: {plan.name}: evaluating the upgraded start (update 0)")
-        res = evaluate(plan.start_checkpoint, eval_data, plan.start_eval_dir, plan.split, plan.beam,
-                       plan.max_tokens, plan.new_langs)
-        curve.append({"updates": 0, "target_tokens": 0, "train_wall_s": 0.0, **summarize(res)})
     points = range(plan.eval_every, plan.max_update + 1, plan.eval_every) if plan.eval_every else [None]
     for updates in points:
-        out = plan.results / "evals" / (f"{updates:07d}" if updates is not None else "best")
-        if (out / "point.json").exists():
-            curve.append(json.loads((out / "point.json").read_text()))
+        eval_dir = out.eval_dir(updates)
+        if point_file(eval_dir).exists():
+            curve.append(read_record(CurvePoint, point_file(eval_dir)))
             continue
-        checkpoint = interval_checkpoint(save_dir, updates) if updates is not None else best
+        checkpoint = interval_checkpoint(train_files, updates) if updates is not None else train_files.best
         if checkpoint is None:
-            raise RuntimeError(f"{plan.name}: no checkpoint at update {updates} in {save_dir}")
-        compute = compute_of(checkpoint, clock_start)
-        if compute["target_tokens"] is None and (plan.run_dir / "train.log").exists():
-            compute |= {"target_tokens": tokens_from_log((plan.run_dir / "train.log").read_text(), compute["updates"]),
-                        "target_tokens_from": "train.log"}
-        log(f"experiment: {plan.name}: evaluating update {compute['updates']}")
-        res = evaluate(checkpoint, eval_data, out, plan.split, plan.beam, plan.max_tokens, plan.new_langs)
-        point = {**compute, **summarize(res)}
-        write_json_atomic(out / "point.json", point)
-        curve.append(point)
-        if checkpoint.name not in ("checkpoint_last.pt", "checkpoint_best.pt"):
+            raise RuntimeError(f"{plan.name}: no checkpoint at update {updates} in {train_files.checkpoints}")
+        compute, tokens_from = compute_of(checkpoint, clock_start), TASK_STATE
+        if compute.target_tokens is None and train_files.train_log.exists():
+            tokens = tokens_from_log(train_files.train_log.read_text(), compute.updates)
+            compute, tokens_from = Compute(compute.updates, tokens, compute.train_wall_s), TRAIN_LOG
+        log(f"experiment: {plan.name}: evaluating update {compute.updates}")
+        curve.append(evaluated(plan, checkpoint, eval_dir, compute, tokens_from))
+        if not train_files.is_kept(checkpoint):
             checkpoint.unlink()  # evaluated; the run resumes from checkpoint_last.pt
-    result = {"name": plan.name, "argv": plan.train_argv, "curve": curve}
-    write_json_atomic(plan.results / RESULT, result)
+    result = RunResult(name=plan.name, argv=plan.train_argv, planned_updates=plan.max_update,
+                       trained_updates=trained.num_updates, curve=curve)
+    write_record(out.result, result)
     return result

@@ -8,7 +8,6 @@ local jobs orphaned by a killed experiment before resubmitting them (they resume
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -22,8 +21,12 @@ import submitit
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import log, write_json_atomic
-from mmt_upgrade.pipeline.experiment.job import execute_run
+from mmt_upgrade.core.options import OptionGroup, option
+from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
+from mmt_upgrade.pipeline.experiment.job import Stopped, execute_run
 from mmt_upgrade.pipeline.experiment.plan import RunPlan
+from mmt_upgrade.pipeline.records import JOBS, RunResult, check_format, format_field, read_json
+from mmt_upgrade.pipeline.rundir import ExperimentDir, point_file
 
 CLUSTERS = ("local", "slurm")
 UPDATE = re.compile(r"num_updates=(\d+)")
@@ -32,30 +35,32 @@ UPDATE = re.compile(r"num_updates=(\d+)")
 class TrainingJob(submitit.helpers.Checkpointable):
     """One run on one node (or one task of a multi-GPU/multi-node job: fairseq's torch.distributed)."""
 
-    def __call__(self, plan: RunPlan) -> dict[str, Any]:
+    def __call__(self, plan: RunPlan) -> RunResult | Stopped | None:
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:  # fairseq's distributed training: init from the env:// variables exported here
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
             if env.global_rank != 0:
-                from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
-
                 run_fairseq_train(plan.train_argv)  # a worker: rank 0 owns the files and the evaluation
-                return {}
+                return None
         return execute_run(plan)
 
 
 @dataclass
-class ClusterOptions:
-    cluster: str = "local"
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    timeout_min: int = 24 * 60
-    nodes: int = 1
-    gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    mem_gb: float = 0.0
-    poll_s: float = 10.0
+class ClusterOptions(OptionGroup):
+    """Where an experiment's runs execute (`mmt-upgrade experiment` flags)."""
+
+    cluster: str = option("local", "local (submitit's local executor, runs one after another) or slurm (submitit "
+                                   "on SLURM, runs at once)", choices=CLUSTERS)
+    partition: str = option("", "SLURM partition")
+    account: str = option("", "SLURM account")
+    qos: str = option("", "SLURM QOS")
+    timeout_min: int = option(24 * 60, "job time limit; a run that hits it is requeued and resumes from its last "
+                                       "checkpoint")
+    nodes: int = option(1, "nodes per run (fairseq distributed training)")
+    gpus_per_node: int = option(0, "GPUs per node (one task per GPU)")
+    cpus_per_task: int = option(2, "CPUs per task")
+    mem_gb: float = option(0.0, "memory per node (default: the partition's)")
+    poll_seconds: float = option(10.0, "how often progress is checked")
 
     def check(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -127,12 +132,14 @@ def _slurm_active(job_id: str) -> bool:
                                                            "COMPLETING", "SUSPENDED")
 
 
-def _progress(plan: RunPlan) -> str:
-    """`update U/MAX loss L` from the run's fairseq log, and how many evaluations are written."""
-    log_file = plan.run_dir / "train.log"
+def progress(plan: RunPlan) -> str:
+    """`update U/MAX` from the run's fairseq log, and how many evaluations are written (the upgraded start's,
+    shared by the runs that start from it, included)."""
+    log_file = plan.train_files.train_log
     text = log_file.read_text(errors="replace")[-20000:] if log_file.exists() else ""
     updates = UPDATE.findall(text)
-    evals = len(list((plan.results / "evals").glob("*/point.json")))
+    start = plan.start_eval_dir is not None and point_file(plan.start_eval_dir).exists()
+    evals = len(plan.out.points()) + start
     parts = [f"update {updates[-1] if updates else 0}/{plan.max_update}"]
     if evals:
         parts.append(f"{evals} evaluation(s) done")
@@ -142,20 +149,25 @@ def _progress(plan: RunPlan) -> str:
 class Runner:
     """Submits runs and waits for them; remembers job ids so a restarted experiment continues."""
 
-    def __init__(self, options: ClusterOptions, folder: Path):
+    def __init__(self, options: ClusterOptions, exp: ExperimentDir):
         options.check()
         self.options = options
-        self.folder = Path(folder)
-        self.jobs_file = self.folder / "jobs.json"
+        self.folder = exp.jobs
+        self.jobs_file = exp.jobs_file
         self.executor = make_executor(options, self.folder)
 
     def _jobs(self) -> dict[str, dict[str, str]]:
-        return json.loads(self.jobs_file.read_text()) if self.jobs_file.exists() else {}
+        """jobs.json's {run: {job_id, cluster}} (files without a format: the map itself)."""
+        if not self.jobs_file.exists():
+            return {}
+        data = read_json(self.jobs_file)
+        check_format(data, JOBS, 1, self.jobs_file)
+        return data["jobs"] if "format" in data else data
 
     def _record(self, name: str, job_id: str) -> None:
         jobs = self._jobs()
         jobs[name] = {"job_id": job_id, "cluster": self.options.cluster}
-        write_json_atomic(self.jobs_file, jobs)
+        write_json_atomic(self.jobs_file, {**format_field(JOBS), "jobs": jobs})
 
     def _reattach_or_clear(self, plan: RunPlan) -> submitit.Job | None:
         known = self._jobs().get(plan.name)
@@ -176,12 +188,13 @@ class Runner:
             job = self.executor.submit(TrainingJob(), plan)
             self._record(plan.name, str(job.job_id))
             log(f"experiment: {plan.name}: submitted job {job.job_id} ({self.options.cluster}); "
-                f"log {plan.run_dir / 'train.log'}")
+                f"log {plan.train_files.train_log}")
         return job
 
-    def wait(self, jobs: dict[str, tuple[RunPlan, submitit.Job]], labels: dict[str, str]) -> dict[str, dict]:
-        """Poll until every job is done, printing each run's progress when it changes."""
-        results: dict[str, dict] = {}
+    def wait(self, jobs: dict[str, tuple[RunPlan, submitit.Job]], labels: dict[str, str]) -> dict[str, RunResult]:
+        """Poll until every job is done, printing each run's progress when it changes; a run that stopped
+        before its planned updates stops the experiment (nothing may use it)."""
+        results: dict[str, RunResult] = {}
         shown: dict[str, str] = {}
         gone_since: dict[str, float] = {}
         while len(results) < len(jobs):
@@ -192,8 +205,11 @@ class Runner:
                     error = job.exception()
                     if error is not None:
                         raise RuntimeError(f"run {name} failed (job {job.job_id}; logs in {self.folder}, "
-                                           f"{plan.run_dir / 'train.log'}): {error}")
-                    results[name] = job.result()
+                                           f"{plan.train_files.train_log}): {error}")
+                    outcome = job.result()
+                    if isinstance(outcome, Stopped):
+                        raise UserInputError(f"run {name}: {outcome.message}")
+                    results[name] = outcome
                     log(f"{labels[name]} {name}: finished")
                     continue
                 if self.options.cluster == "slurm" and not _slurm_active(str(job.job_id)):
@@ -201,15 +217,15 @@ class Runner:
                     if time.monotonic() - gone_since[name] > 120:
                         raise RuntimeError(f"run {name}: SLURM job {job.job_id} left the queue without a result; "
                                            f"see {self.folder}")
-                now = _progress(plan)
+                now = progress(plan)
                 if shown.get(name) != now:
                     shown[name] = now
                     log(f"{labels[name]} {name}: {now}")
             if len(results) < len(jobs):
-                time.sleep(self.options.poll_s)
+                time.sleep(self.options.poll_seconds)
         return results
 
-    def run(self, plans: Sequence[RunPlan]) -> dict[str, dict]:
+    def run(self, plans: Sequence[RunPlan]) -> dict[str, RunResult]:
         """Finished runs are skipped; local runs go one after another, SLURM runs all at once."""
         labels = {p.name: f"[{i}/{len(plans)}]" for i, p in enumerate(plans, 1)}
         results = {p.name: r for p in plans if (r := p.finished()) is not None}
