@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mmt_upgrade.core.distill.losses import KD_METHODS, StudentOutput
+from mmt_upgrade.core.distill.batch import StudentOutput
+from mmt_upgrade.core.distill.losses import KD_METHODS
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.vocab import lang_token
@@ -101,6 +102,33 @@ def test_teacher_equal_to_student_gives_zero_loss_and_zero_gradient(models, meth
     kd.backward()
     worst = max(p.grad.abs().max().item() for p in student.parameters() if p.grad is not None)
     assert worst < 1e-6
+
+
+@pytest.mark.parametrize("method", ["alm", "shared"])
+def test_teacher_unlike_student_gives_a_loss_whose_gradient_lowers_it(models, method):
+    """The other side of the zero test: a perturbed student gets a positive loss, and a small step against
+    its gradient lowers it (the gradient is the loss's own, not noise)."""
+    old = models["old"]
+    distiller = Distiller(_opts(models, kd_method=method), load_model(models["teacher"], old.bin_dir, old.tokenizer).symbols,
+                          old.langs, old.tokenizer)
+    student = _student(models["teacher"], old)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.3 * p.std().nan_to_num() * torch.randn(p.shape, generator=generator))
+    batch = _batch(old, distiller.aligner.s_symbols.tolist(), [("es", "en"), ("en", "fr")])
+    kd, _, _ = _kd(distiller, student, batch)
+    assert kd.item() > 1e-4
+    kd.backward()
+    params = [p for p in student.parameters() if p.grad is not None]
+    sq_norm = sum(float((p.grad ** 2).sum()) for p in params)
+    assert sq_norm > 0
+    step = 0.05 * kd.item() / sq_norm  # first order: the loss drops by about 5 %
+    with torch.no_grad():
+        for p in params:
+            p -= step * p.grad
+    lowered, _, _ = _kd(distiller, student, batch)
+    assert lowered.item() < kd.item()
 
 
 @pytest.mark.parametrize("method", list(KD_METHODS))

@@ -6,16 +6,17 @@ fairseq-interactive, and that without the plugin the same load fails (so the fix
 from __future__ import annotations
 
 import logging
+import math
 import re
 
 import pytest
-import sentencepiece as spm
-from sacrebleu.metrics import CHRF
+import torch
 
 from mmt_upgrade.fairseq_io.drivers import flags_to_argv, task_argv
+from mmt_upgrade.fairseq_io.models import greedy, load_model, teacher_forced_logits
 from mmt_upgrade.pipeline.runconfig import load_config
 
-from ..conftest import run_cli
+from ..conftest import assert_interactive_equals_generate, run_cli, translation_argv
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +51,40 @@ def _gen_args(data, ckpt, src="es", tgt="en"):
                               "--post-process", "sentencepiece", "--cpu", "--skip-invalid-size-inputs-valid-test"]
 
 
-def test_generate_scores_with_sacrebleu(trained, tiny_data):
+def test_generate_equals_the_librarys_greedy_decode(trained, tiny_data):
+    """fairseq-generate with beam 1 (pieces, no post-processing) is the library's own greedy decode of the
+    same checkpoint, sentence by sentence, and its per-token scores are the library's teacher-forced
+    log-probabilities of that output: the plugin loads the model and sets up the language tokens as
+    `fairseq_io.models` does. (The 20-update model still says much the same for every sentence; the
+    scores differ from sentence to sentence.)"""
     save, _ = trained
-    out = run_cli("fairseq-generate", *_gen_args(tiny_data, save / "checkpoint_best.pt"))
-    hyps = {int(m.group(1)): m.group(2) for m in re.finditer(r"^D-(\d+)\t\S+\t(.*)$", out.stdout, re.M)}
-    refs = tiny_data.raw_file("test", "es", "en", "en").read_text().splitlines()
-    assert len(hyps) >= len(refs) - 2  # at most the 2 over-long verses are skipped
-    ids = sorted(hyps)
-    score = CHRF(word_order=2).corpus_score([hyps[i] for i in ids], [[refs[i] for i in ids]])
-    assert 0.0 <= score.score <= 100.0
+    ckpt = save / "checkpoint_best.pt"
+    out = run_cli("fairseq-generate", *translation_argv(tiny_data.bin_dir, ckpt, tiny_data.langs, "es", "en", 1),
+                  "--gen-subset", "test", "--skip-invalid-size-inputs-valid-test",
+                  "--cpu-bf16", "never").stdout  # the library computes in fp32
+    gen = {int(i): text for i, text in re.findall(r"^D-(\d+)\t\S+\t(.*)$", out, re.M)}
+    scores = {int(i): [float(x) for x in text.split()] for i, text in re.findall(r"^P-(\d+)\t(.*)$", out, re.M)}
+    sources = tiny_data.raw_file("test", "es", "en", "es").read_text().splitlines()
+    assert len(gen) >= len(sources) - 2 and sorted(scores) == sorted(gen)  # at most 2 over-long verses skipped
+    m = load_model(ckpt, tiny_data.bin_dir, tiny_data.tokenizer)
+    eos, pad, en = m.index["</s>"], m.index["<pad>"], m.index["__en__"]
+    for i in sorted(gen):
+        ids = [m.index["__es__"], *m.ids(tiny_data.tokenizer.encode("es", [sources[i]])[0]), eos]
+        src, src_len = torch.tensor([ids]), torch.tensor([len(ids)])
+        # fairseq never emits <pad>, forces </s> after --max-len-b 30 - 1 tokens, strips the target language token
+        pieces = greedy(m, src, src_len, "en", 29, torch.tensor([pad]))[0]
+        assert gen[i] == " ".join(p for p in pieces if p != "__en__"), i
+        target = [en, *(m.index[p] for p in pieces), eos]  # the scores cover the language token and </s>
+        logits = teacher_forced_logits(m, src, src_len, torch.tensor([[eos, *target[:-1]]]))
+        expected = torch.log_softmax(logits[0], -1)[torch.arange(len(target)), target] / math.log(2)  # base 2
+        assert scores[i] == pytest.approx(expected.tolist(), abs=2e-4), i
+    assert len({tuple(v) for v in scores.values()}) == len(scores)  # every sentence scored on its own
 
 
-def test_interactive_translates_stdin(trained, tiny_data):
+def test_interactive_equals_generate_on_the_same_sentences(trained, tiny_data):
     save, _ = trained
-    sp = spm.SentencePieceProcessor(model_file=str(tiny_data.spm_model))
-    line = " ".join(sp.Encode("In the beginning God created the heaven and the earth.", out_type=str))
-    args = _gen_args(tiny_data, save / "checkpoint_best.pt", "en", "es")
-    args = [a for a in args if a not in ("--gen-subset", "test", "--skip-invalid-size-inputs-valid-test")]
-    out = run_cli("fairseq-interactive", *args, stdin=line + "\n")
-    assert re.search(r"^H-0\t", out.stdout, re.M), out.stdout[-2000:]
+    assert_interactive_equals_generate(tiny_data.bin_dir, save / "checkpoint_best.pt", tiny_data.langs, "en", "es",
+                                       tiny_data)
 
 
 def test_without_the_plugin_torch_refuses_the_checkpoint(trained, tiny_data):

@@ -2,30 +2,66 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
+from sacrebleu.metrics import BLEU, CHRF
+
+from mmt_upgrade.core.files import sha256_file
+from mmt_upgrade.fairseq_io.layout import PreparedData
 
 from ..conftest import run_cli
+
+# What the in-process fairseq-train and fairseq-generate log (their loggers' names) whenever they run.
+TRAIN_RAN, GENERATE_RAN = "fairseq_cli.train", "fairseq_cli.generate"
+
+
+def _files(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under `root`: (mtime in ns, sha256)."""
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, sha256_file(p)) for p in sorted(root.rglob("*"))
+            if p.is_file()}
 
 
 def test_pipeline_trains_evaluates_and_resumes(tmp_path):
     run = tmp_path / "run"
     out = run_cli("mmt-upgrade", "pipeline", "tiny", "--run-dir", str(run))
+    log = out.stdout + out.stderr
+    assert TRAIN_RAN in log and GENERATE_RAN in log
     results = json.loads((run / "eval" / "results.json").read_text())
+    data = PreparedData.open(Path(results["data"]))
     assert list(results["directions"]) == ["es-en", "en-es", "fr-en", "en-fr"]
-    for scores in results["directions"].values():
-        assert scores["n"] == 40
+    chrf = CHRF(word_order=2)
+    for name, scores in results["directions"].items():
+        src, tgt = name.split("-")
+        hyps = (run / "eval" / "translations" / f"test.{name}.{tgt}").read_text().splitlines()
+        refs = data.raw_file("test", src, tgt, tgt).read_text().splitlines()
+        sources = data.raw_file("test", src, tgt, src).read_text().splitlines()
+        assert scores["n"] == len(hyps) == len(refs) == 40
+        assert hyps != sources  # a barely trained model: the same output for every sentence, but not a copy
+        # the scores are sacrebleu's, recomputed here from the saved hypotheses and the references
+        assert scores["chrfpp"] == round(chrf.corpus_score(hyps, [refs]).score, 2)
+        assert scores["bleu"] == round(BLEU().corpus_score(hyps, [refs]).score, 2)
+        copy = scores["baselines"]["copy_source"]
+        assert copy["chrfpp"] == round(chrf.corpus_score(sources, [refs]).score, 2)
         assert set(scores["baselines"]) == {"copy_source", "most_frequent_target"}
-        assert 0 <= scores["chrfpp"] <= 100
     assert set(results["groups"]) == {"all", "old", "into_en", "out_of_en"}
+    into_en = [results["directions"][d]["chrfpp"] for d in ("es-en", "fr-en")]
+    assert results["groups"]["into_en"]["chrfpp"] == pytest.approx(sum(into_en) / 2, abs=0.01)
     assert "nw:2" in results["signatures"]["chrf++"]
     assert "mean all" in out.stdout and "es-en" in out.stdout
     done = json.loads((run / "train_done.json").read_text())
     assert done["num_updates"] == 30
-    hyps = (run / "eval" / "translations" / "test.es-en.en").read_text().splitlines()
-    assert len(hyps) == 40
 
+    # a rerun reuses everything: no fairseq run, no file of the run rewritten, the same scores recomputed
+    before = _files(run)
     again = run_cli("mmt-upgrade", "pipeline", "tiny", "--run-dir", str(run))
+    log = again.stdout + again.stderr
     assert "is finished" in again.stderr and "reusing" in again.stderr
-    assert json.loads((run / "eval" / "results.json").read_text())["directions"] == results["directions"]
+    assert TRAIN_RAN not in log and GENERATE_RAN not in log, log[-3000:]
+    after = _files(run)
+    rewritten = {"eval/results.json", "timings.json"}  # scored again from the reused translations
+    assert {k: v for k, v in after.items() if k not in rewritten} == {k: v for k, v in before.items() if k not in rewritten}
+    assert after["eval/results.json"][1] == before["eval/results.json"][1]
 
     # a changed config resumes from checkpoint_last.pt instead of skipping or restarting
     more = run_cli("mmt-upgrade", "train", "tiny", "--run-dir", str(run), "--set", "train.max-update=40")

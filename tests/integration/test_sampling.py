@@ -1,4 +1,4 @@
-"""Up-sampling on top of temperature sampling: the distribution, and fairseq's virtual epoch following it."""
+"""fairseq's virtual epoch follows the up-sampling distribution (the distribution itself: tests/unit)."""
 from __future__ import annotations
 
 import json
@@ -6,35 +6,9 @@ import re
 
 import pytest
 
-from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.sampling import check_upsampling, sampling_distribution
+from mmt_upgrade.core.sampling import sampling_distribution
 
 from ..conftest import run_cli, tiny_train_argv
-
-KEYS = ["main:es-en", "main:en-es", "main:it-en", "main:en-it", "main:ar-en", "main:en-ar"]
-
-
-def test_distribution_is_temperature_times_factors():
-    sizes = [100, 100, 25, 25, 400, 400]
-    probs = sampling_distribution(KEYS, sizes, "temperature", 2.0, ["it", "ar"], 3.0, ["es"], 1.5)
-    total = sum(sizes)
-    w = [(n / total) ** 0.5 for n in sizes]
-    w = [w[0] * 1.5, w[1] * 1.5, w[2] * 3, w[3] * 3, w[4] * 3, w[5] * 3]
-    assert probs == pytest.approx([x / sum(w) for x in w], rel=1e-12)
-    uniform = sampling_distribution(KEYS, sizes, "uniform", 2.0, ["it"], 4.0)
-    assert uniform == pytest.approx([1 / 12, 1 / 12, 4 / 12, 4 / 12, 1 / 12, 1 / 12])
-    with pytest.raises(UserInputError, match="--sampling-method temperature or uniform"):
-        sampling_distribution(KEYS, sizes, "concat", 1.0, ["it"], 2.0)
-
-
-def test_bad_upsampling_flags():
-    langs = ["en", "es", "it"]
-    with pytest.raises(UserInputError, match="--upsample-langs: ar not in --langs"):
-        check_upsampling(langs, ["ar"], 2.0, [], 1.0)
-    with pytest.raises(UserInputError, match="--related-factor must be positive"):
-        check_upsampling(langs, ["it"], 2.0, ["es"], 0.0)
-    with pytest.raises(UserInputError, match="es given both"):
-        check_upsampling(langs, ["es"], 2.0, ["es"], 2.0)
 
 
 def test_fairseq_virtual_epoch_follows_the_distribution(tiny_data, tmp_path):

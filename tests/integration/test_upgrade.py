@@ -17,7 +17,7 @@ from mmt_upgrade.core.embeddings import (
 from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.record import NewParameterRecord
-from mmt_upgrade.core.spm import SPECIALS, load_spm
+from mmt_upgrade.core.spm import SPECIALS
 from mmt_upgrade.core.vocab import (
     Tokenizer,
     extend_vocabulary,
@@ -27,9 +27,12 @@ from mmt_upgrade.core.vocab import (
 )
 from mmt_upgrade.fairseq_io.checkpoint import read_checkpoint
 from mmt_upgrade.pipeline.data.prepare import DataConfig, prepare_data
-from mmt_upgrade.pipeline.upgrade import UNK_ID, UpgradeOptions, upgrade_vocab_params
+from mmt_upgrade.pipeline.evaluate import evaluate
+from mmt_upgrade.pipeline.runconfig import EvalOptions
+from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
+from mmt_upgrade.pipeline.upgrade.rows import UNK_ID, upgrade_vocab_params
 
-from ..conftest import run_cli, tiny_train_argv
+from ..conftest import assert_interactive_equals_generate, run_cli, tiny_train_argv
 
 OLD_LANGS = ["en", "es", "fr"]
 NEW_LANGS = ["it", "ar"]
@@ -156,14 +159,6 @@ def test_every_init_method_gives_its_rows(init, tied, tiny_trained, tiny_data, v
                 assert torch.allclose(new[i], old[ids].mean(0), atol=1e-5), new_strings[i]
 
 
-def test_compose_segments_word_internal_pieces_without_a_word_start(tiny_data):
-    sp = load_spm(tiny_data.spm_model)
-    seg = piece_segmenter(tiny_data.spm_model)
-    word_start, internal = seg(["\u2581the", "the"])
-    assert [sp.IdToPiece(i) for i in word_start][0].startswith("\u2581")
-    assert not any(sp.IdToPiece(i).startswith("\u2581") for i in internal)
-
-
 def test_retrain_maps_rows_by_string_and_reports_overlap(tiny_trained, tiny_data, texts, tmp_path):
     ckpt = tiny_trained[0] / "checkpoint_best.pt"
     out = tmp_path / "retrained"
@@ -222,27 +217,14 @@ def test_upgraded_model_trains_resumes_and_translates_with_fairseq(extended, tin
     last = read_checkpoint(save / "checkpoint_last.pt")
     assert last["task_state"]["upgrade_record"] == expected and last["optimizer_history"][-1]["num_updates"] == 6
 
-    from mmt_upgrade.pipeline.evaluate import (
-        evaluate,  # spBLEU of each direction over its target language's pieces
-    )
-    results = evaluate(save / "checkpoint_last.pt", data, tmp_path / "eval", "test", 1, 4000,
+    results = evaluate(save / "checkpoint_last.pt", data, tmp_path / "eval", EvalOptions(beam=1, max_tokens=4000),
                        directions=[("it", "en"), ("en", "it")])
     assert set(results["directions"]) == {"it-en", "en-it"}
-    assert "pieces:spm.old.model@" in results["signatures"]["spbleu"]
-    assert "pieces:spm.new.model@" in results["signatures"]["spbleu"]
-    gen = run_cli("fairseq-generate", str(data.bin_dir), "--user-dir", argv[argv.index("--user-dir") + 1],
-                  "--task", "upgrade_translation", "--langs", ",".join(data.langs), "--lang-pairs", "it-en",
-                  "--encoder-langtok", "src", "--decoder-langtok", "-s", "it", "-t", "en",
-                  "--path", str(save / "checkpoint_last.pt"), "--gen-subset", "test", "--beam", "2",
-                  "--max-tokens", "4000", "--post-process", "sentencepiece", "--cpu",
-                  "--skip-invalid-size-inputs-valid-test")
-    assert len(re.findall(r"^H-\d+\t", gen.stdout, re.M)) >= 30
-    line = " ".join(Tokenizer.load(out).encode("it", ["In principio Iddio creò il cielo e la terra."])[0])
-    inter = run_cli("fairseq-interactive", str(out), "--user-dir", argv[argv.index("--user-dir") + 1],
-                    "--task", "upgrade_translation", "--langs", ",".join(data.langs), "--lang-pairs", "it-en",
-                    "--encoder-langtok", "src", "--decoder-langtok", "-s", "it", "-t", "en",
-                    "--path", str(out / "checkpoint.pt"), "--beam", "2", "--cpu", stdin=line + "\n")
-    assert re.search(r"^H-0\t", inter.stdout, re.M), inter.stdout[-2000:]
+    assert "pieces:spm.old.model@" in results["signatures"]["spbleu"]  # spBLEU of each direction over its
+    assert "pieces:spm.new.model@" in results["signatures"]["spbleu"]  # target language's pieces
+    # the upgrade's own directory serves as fairseq-interactive's dictionary directory
+    assert_interactive_equals_generate(data.bin_dir, save / "checkpoint_last.pt", data.langs, "it", "en", data,
+                                       interactive_dir=out)
 
 
 def test_bad_inputs_fail_early_with_one_clear_message(tiny_trained, tiny_data, texts, tmp_path):
@@ -283,17 +265,3 @@ def test_bad_inputs_fail_early_with_one_clear_message(tiny_trained, tiny_data, t
                       str(tiny_data.spm_model), "--dict", str(tiny_data.dictionary), check=False)
     assert no_text.returncode != 0 and "no training text for 'it'" in no_text.stderr
     assert sha256_file(ckpt) == before
-
-
-def test_record_masks_and_round_trips():
-    r = NewParameterRecord()
-    r.add_rows("emb", 4, 6)
-    r.add_slice("fc2", 1, 2, 3)
-    r.add_whole("layer")
-    again = NewParameterRecord.from_dict(json.loads(json.dumps(r.to_dict())))
-    assert again == r
-    assert again.new_mask("emb", (8, 2))[:, 0].tolist() == [False] * 4 + [True] * 2 + [False] * 2
-    assert again.new_mask("fc2", (2, 4)).tolist() == [[False, False, True, False]] * 2
-    assert again.new_mask("layer", (3,)).all() and not again.new_mask("other", (3,)).any()
-    with pytest.raises(Exception, match="outside"):
-        again.check_shapes({"emb": (5, 2), "fc2": (2, 4), "layer": (3,)}, "test")

@@ -10,25 +10,25 @@ from mmt_upgrade.core.scoring import (
     group_means,
     most_frequent,
 )
-from mmt_upgrade.core.spm import load_spm
+from mmt_upgrade.fairseq_io.drivers import parse_generate_output
 
-HYPS = ["The cat sat on the mat.", "A dog barked at night", "in the beginning"]
-REFS = ["The cat sat on a mat.", "The dog barked all night.", "In the beginning God created"]
+HYPS = ["Ye ce licu namubare.", "Ce fá vusefá gesi", "dega nure ye"]
+REFS = ["Ye ce licu namubare ye.", "Ce fá vusefá cemédavé tá cáma.", "Ye dega nure ye."]
 
 
-def test_scores_match_sacrebleu(tiny_data):
-    sp = load_spm(tiny_data.spm_model)
+def test_scores_match_sacrebleu(sp):
     s = DirectionScorer(sp, "tag").score(HYPS, REFS)
     assert s.bleu == round(BLEU().corpus_score(HYPS, [REFS]).score, 2)
     assert s.chrfpp == round(CHRF(word_order=2).corpus_score(HYPS, [REFS]).score, 2)
     pieces = lambda xs: [" ".join(p) for p in sp.Encode(xs, out_type=str)]  # noqa: E731
     assert s.spbleu == round(BLEU(tokenize="none").corpus_score(pieces(HYPS), [pieces(REFS)]).score, 2)
+    assert pieces(HYPS) != HYPS  # spBLEU really scores pieces
     perfect = DirectionScorer(sp, "tag").score(REFS, REFS)
     assert perfect.bleu == perfect.chrfpp == perfect.spbleu == 100.0
 
 
-def test_signatures_name_the_tokenization(tiny_data):
-    scorer = DirectionScorer(load_spm(tiny_data.spm_model), "spm.model@abc")
+def test_signatures_name_the_tokenization(sp):
+    scorer = DirectionScorer(sp, "spm.model@abc")
     scorer.score(HYPS, REFS)  # sacrebleu signatures exist once a metric has been computed
     sig = scorer.signatures()
     assert "nw:2" in sig["chrf++"] and "tok:13a" in sig["bleu"] and sig["spbleu"].endswith("pieces:spm.model@abc")
@@ -52,8 +52,6 @@ def test_most_frequent_line():
 
 
 def test_generate_output_keeps_skipped_sentences_as_empty(tmp_path):
-    from mmt_upgrade.fairseq_io.drivers import parse_generate_output
-
     out = tmp_path / "generate-test.txt"
     out.write_text("S-1\tsrc\nH-1\t-0.5\tb\nD-1\t-0.5\tsecond\nD-0\t-0.1\tfirst\nD-3\t-0.2\t\n")
     assert parse_generate_output(out, 4) == (["first", "second", "", ""], 1)

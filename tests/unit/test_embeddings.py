@@ -1,4 +1,4 @@
-"""New-row initializers have the statistics they promise."""
+"""New-row initializers have the statistics they promise; `compose` averages the old segmentation."""
 from __future__ import annotations
 
 import torch
@@ -12,7 +12,6 @@ from mmt_upgrade.core.embeddings import (
     init_unk,
     piece_segmenter,
 )
-from mmt_upgrade.core.spm import load_spm
 
 
 def _old(v: int = 400, d: int = 8) -> torch.Tensor:
@@ -40,19 +39,26 @@ def test_random_rows_use_fairseqs_scale():
     assert abs(new.std().item() - 64**-0.5) < 0.005 and abs(new.mean().item()) < 0.005
 
 
-def test_compose_averages_the_old_segmentation(tiny_data):
-    sp = load_spm(tiny_data.spm_model)
+def test_compose_averages_the_old_segmentation(old_spm, sp):
+    """A Latin word (word start), a word-internal piece and an Arabic word the model never saw."""
     old = _old(v=sp.GetPieceSize())
-    pieces = ["\u2581Italia", "zione", "\u0645\u0631"]  # Arabic: byte pieces, never <unk> with byte fallback
-    weights, fallbacks = composition_matrix(pieces, piece_segmenter(tiny_data.spm_model), old.shape[0], unk_id=3)
+    pieces = ["\u2581Gesira", "lûma", "\u0645\u0631"]  # Arabic: byte pieces, never <unk> with byte fallback
+    weights, fallbacks = composition_matrix(pieces, piece_segmenter(old_spm), old.shape[0], unk_id=3)
     new = init_compose(old, weights)
     assert fallbacks == 0
-    internal = piece_segmenter(tiny_data.spm_model)(["zione"])[0]
-    assert "".join(sp.IdToPiece(i) for i in internal) == "zione"  # no word start added
+    internal = piece_segmenter(old_spm)(["lûma"])[0]
+    assert "".join(sp.IdToPiece(i) for i in internal) == "lûma"  # no word start added
     arabic = sp.Encode("\u0645\u0631", out_type=str)
     assert all(p.startswith("<0x") for p in arabic[1:])
-    for i, ids in enumerate([sp.Encode("Italia"), internal, sp.PieceToId(arabic[1:])]):
+    for i, ids in enumerate([sp.Encode("Gesira"), internal, sp.PieceToId(arabic[1:])]):
+        assert len(ids) > 1, pieces[i]  # an average of several rows, not a copy of one
         assert torch.allclose(new[i], old[ids].mean(0), atol=1e-6), pieces[i]
+
+
+def test_compose_segments_word_internal_pieces_without_a_word_start(old_spm, sp):
+    word_start, internal = piece_segmenter(old_spm)(["\u2581gesi", "gesi"])
+    assert sp.IdToPiece(word_start[0]).startswith("\u2581")
+    assert not any(sp.IdToPiece(i).startswith("\u2581") for i in internal)
 
 
 def test_compose_falls_back_to_unk_when_only_unk():

@@ -1,8 +1,6 @@
 """Byte-offset alignment of two segmentations: hand-built chunks, byte fallback, <unk>, and a property
-test over random texts with two real SentencePiece models."""
+test over random texts with two SentencePiece models trained on synthetic text."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +18,8 @@ from mmt_upgrade.core.distill.align import (
 )
 from mmt_upgrade.core.spm import load_spm, train_spm
 from mmt_upgrade.core.vocab import Tokenizer, model_symbols, read_dictionary
+
+from .conftest import OLD_LANGS
 
 TEXT = "In the beginning God"
 TEACHER = ["▁In", "▁the", "▁be", "g", "in", "n", "ing", "▁God"]
@@ -55,23 +55,21 @@ def test_segmentations_that_do_not_cover_the_same_text_are_refused():
 
 
 @pytest.fixture(scope="module")
-def spms(tiny_data, lang_texts, tmp_path_factory) -> dict[str, object]:
-    """The tiny model's SPM (1000 pieces), a smaller one (600) and one without byte fallback."""
+def spms(old_spm, sp, texts, tmp_path_factory) -> dict[str, object]:
+    """The old Latin-script model (800 pieces), a smaller one (600) and one without byte fallback."""
     out = tmp_path_factory.mktemp("spms")
-    texts = {lang: Path(lang_texts[lang]).read_text(encoding="utf-8").splitlines() for lang in ("en", "es", "fr")}
-    train_spm(texts, out / "small.model", 600, 300, seed=2)
-    train_spm({"en": texts["en"]}, out / "nobyte.model", 400, 300, seed=3, byte_fallback=False)
-    return {"tiny": load_spm(tiny_data.spm_model), "small": load_spm(out / "small.model"),
-            "nobyte": load_spm(out / "nobyte.model")}
+    train_spm({x: texts[x] for x in OLD_LANGS}, out / "small.model", 600, 300, seed=2)
+    train_spm({"en": texts["en"]}, out / "nobyte.model", 300, 300, seed=3, byte_fallback=False)
+    return {"tiny": sp, "small": load_spm(out / "small.model"), "nobyte": load_spm(out / "nobyte.model")}
 
 
 def test_byte_fallback_bytes_join_the_chunk_of_their_character(spms):
     sp = spms["tiny"]
-    text = "xé 中 b"  # 中 is not in the model: three byte-fallback pieces, the first two zero-width
+    text = "sé 中 be"  # 中 is not in the model: three byte-fallback pieces, the first two zero-width
     t = segment(sp, text)
     assert t.pieces[-4:-1] == ["<0xE4>", "<0xB8>", "<0xAD>"]
     t_ends = spelled_ends(t, spelled_pieces(sp), sp.unk_id(), text, "the teacher")
-    student = ["▁x", "é", "▁中", "▁b"]
+    student = ["▁s", "é", "▁中", "▁be"]
     a = align_target(text, t_ends, _ends(student), t.pieces, student, t.ids == sp.unk_id(), np.zeros(4, bool))
     chunk_of_zhong = a.s_chunk[3]
     teacher_pieces = [p for p, c in zip(t.pieces, a.t_chunk[1:-1]) if c == chunk_of_zhong]
@@ -84,7 +82,7 @@ def test_byte_fallback_bytes_join_the_chunk_of_their_character(spms):
 
 def test_unk_chunks_are_kept_but_marked_and_spell_their_bytes(spms):
     sp = spms["nobyte"]
-    text = "God said 中 light"
+    text = "Ye licu 中 nure"
     t = segment(sp, text)
     assert sp.unk_id() in t.ids.tolist()
     t_ends = spelled_ends(t, spelled_pieces(sp), sp.unk_id(), text, "the teacher")  # <unk> stands for its bytes
@@ -98,9 +96,9 @@ def test_unk_chunks_are_kept_but_marked_and_spell_their_bytes(spms):
 
 def test_a_teacher_that_reads_another_text_fails_loudly(spms):
     sp = spms["tiny"]
-    seg = segment(sp, "In the beginning")
+    seg = segment(sp, "Ye licu namubare")
     with pytest.raises(AlignmentError, match="do not read the same text"):
-        spelled_ends(seg, spelled_pieces(sp), sp.unk_id(), "In the beginnin", "the teacher")
+        spelled_ends(seg, spelled_pieces(sp), sp.unk_id(), "Ye licu namubar", "the teacher")
 
 
 ALPHABET = st.sampled_from(list("abcdefghijklmnopqrstuvwxyzéèçñüößАБВабвгджзийклмнопрстуфхцчшщыэюяمرحبا中文字") + [" "] * 8)
@@ -124,14 +122,13 @@ def test_property_aligned_chunks_spell_the_same_bytes_on_both_sides(spms, raw):
     assert np.all(np.diff(a.s_chunk[1:-1]) >= 0) and np.all(np.diff(a.t_chunk[1:-1]) >= 0)
 
 
-def test_teacher_equal_to_student_aligns_as_the_identity(tiny_data, spms):
-    symbols = model_symbols(read_dictionary(tiny_data.dictionary), tiny_data.langs)
-    tok = Tokenizer.single(tiny_data.spm_model, tiny_data.langs)
+def test_teacher_equal_to_student_aligns_as_the_identity(old_spm, spms, texts):
+    langs = list(OLD_LANGS)
+    symbols = model_symbols(read_dictionary(old_spm.parent / "dict.txt"), langs)
+    tok = Tokenizer.single(old_spm, langs)
     aligner = ExampleAligner(symbols, tok, symbols, spms["tiny"])
-    lines = {lang: tiny_data.raw_file("train", "es", "en", lang).read_text(encoding="utf-8").splitlines()[:50]
-             for lang in ("es", "en")}
     index = {s: i for i, s in enumerate(symbols)}
-    for src_line, line in zip(lines["es"], lines["en"]):
+    for src_line, line in zip(texts["es"][:50], texts["en"][:50]):
         src = np.array([index[p] for p in tok.encode("es", [src_line])[0]])
         ids = np.array([index[p] for p in tok.encode("en", [line])[0]])
         ex = aligner.convert("es", "en", src, ids)
