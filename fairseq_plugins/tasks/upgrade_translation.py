@@ -11,6 +11,8 @@
 - It carries the new-parameter record (`mmt_upgrade.core.record`): read from the checkpoint fairseq-train
   starts from (`--finetune-from-model` or the resumed `checkpoint_last.pt`) or from the checkpoint
   fairseq-generate loads, and written into every checkpoint it saves.
+- `--add-data-source-prefix-tags`: the three tags of fairseq's NLLB branch after the language tokens, so
+  NLLB-200 checkpoints (256,206 rows) load with fairseq main.
 - It counts the target tokens trained on (`target_tokens` in the task state of every checkpoint,
   carried over on resume, zero when fine-tuning starts): the compute axis of `mmt-upgrade report`.
 """
@@ -18,6 +20,7 @@ import logging
 from pathlib import Path
 
 import torch
+from fairseq.data.multilingual.multilingual_data_manager import MultilingualDatasetManager
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
@@ -33,6 +36,7 @@ from mmt_upgrade.core.sampling import (
     SamplingOptions,
     sampling_distribution,
 )
+from mmt_upgrade.core.symbols import DATA_SOURCE_TAGS, LayoutOptions
 from mmt_upgrade.fairseq_io.checkpoint import LAST, checkpoint_to_restore, read_task_state
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,18 @@ class UpgradeTranslationTask(TranslationMultiSimpleEpochTask):
         TranslationMultiSimpleEpochTask.add_args(parser)
         PrecisionOptions.add_arguments(parser)
         SamplingOptions.add_arguments(parser)
+        LayoutOptions.add_arguments(parser)
+
+    @classmethod
+    def setup_task(cls, args, **kwargs):
+        """The parent's dictionaries, plus NLLB's data-source tags where asked: after the language tokens (and
+        `<mask>`), as the NLLB branch's `load_dictionary_and_postproc` adds them."""
+        langs, dicts, training = MultilingualDatasetManager.prepare(cls.load_dictionary, args, **kwargs)
+        if LayoutOptions.from_namespace(args).add_data_source_prefix_tags:
+            for d in {id(d): d for d in dicts.values()}.values():  # a fixed dictionary is shared by every language
+                for tag in DATA_SOURCE_TAGS:
+                    d.add_symbol(tag)
+        return cls(args, langs, dicts, training)
 
     def __init__(self, args, langs, dicts, training):
         super().__init__(args, langs, dicts, training)

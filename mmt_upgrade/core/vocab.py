@@ -7,9 +7,9 @@
   hopeless scores, never uses the new pieces.)
 - `retrain`: one model trained on old + new text for every language; rows are mapped by piece string.
 
-fairseq's layout of a model's symbols: `<s> <pad> </s> <unk>`, the `dict.txt` pieces, then one
-`__xx__` per language in `--langs` order. Adding pieces shifts every language token, so rows are
-always mapped by string, never by id.
+The rows of a model (`core/symbols.py`: this project's, M2M-100's, NLLB-200's layouts): adding pieces shifts
+language tokens and tags, and fairseq dictionaries are frequency-ordered, so rows are always mapped by string,
+never by id.
 """
 from __future__ import annotations
 
@@ -27,13 +27,10 @@ import torch
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import write_json_atomic
 from mmt_upgrade.core.spm import SPECIALS, load_spm, train_spm
+from mmt_upgrade.core.symbols import SymbolLayout, lang_token
 
 VOCAB_MODES = ("extend", "retrain")
 TOKENIZER_FILE = "tokenizer.json"
-
-
-def lang_token(lang: str) -> str:
-    return f"__{lang}__"
 
 
 def read_dictionary(path: Path) -> list[str]:
@@ -66,6 +63,22 @@ def check_spm_matches_dictionary(sp: spm.SentencePieceProcessor, sp_path: Path, 
         if sp.IdToPiece(i + len(SPECIALS)) != piece:
             raise UserInputError(f"SentencePiece model {sp_path} is not dictionary {dict_path}'s: id {i + 4} is "
                                  f"{sp.IdToPiece(i + len(SPECIALS))!r} in the model, {piece!r} in the dictionary")
+
+
+def check_spm_covers_dictionary(sp: spm.SentencePieceProcessor, sp_path: Path, pieces: Sequence[str],
+                                dict_path: Path) -> None:
+    """Every dictionary piece must be a piece of the model, in any order (fairseq dictionaries such as
+    M2M-100's are frequency-ordered). A dictionary in the model's id order except at a few places is a
+    corrupted one of this project's layout (piece id == dictionary id): named as such."""
+    unk = sp.IdToPiece(sp.unk_id())
+    missing = [p for p in pieces if p != unk and sp.IdToPiece(sp.PieceToId(p)) != p]
+    if missing:
+        raise UserInputError(f"dictionary {dict_path} has {len(missing)} pieces that SentencePiece model {sp_path} "
+                             f"lacks (the first: {missing[0]!r}): they do not belong together")
+    n, size = len(SPECIALS), sp.GetPieceSize()
+    in_order = sum(i + n < size and sp.IdToPiece(i + n) == p for i, p in enumerate(pieces))
+    if len(pieces) == size - n and len(pieces) // 2 < in_order < len(pieces):
+        check_spm_matches_dictionary(sp, sp_path, pieces, dict_path)
 
 
 @dataclass
@@ -183,6 +196,18 @@ def retrain_vocabulary(old_pieces: Sequence[str], texts: Mapping[str, Sequence[s
         "overlap_fraction_of_old": round(shared / len(old_pieces), 4),
     }
     return VocabularyUpgrade("retrain", pieces, Tokenizer.single(out_dir / "spm.model", list(texts)), stats)
+
+
+def upgraded_layout(old: SymbolLayout, vocab: VocabularyUpgrade, new_langs: Sequence[str]) -> SymbolLayout:
+    """The new model's rows: `extend`/`keep` append the new pieces to the old dictionary file (`SymbolLayout.upgraded`);
+    `retrain` replaces its pieces by the new model's, keeping its language tokens, fillers and tags after them."""
+    if vocab.mode != "retrain":
+        held = set(old.pieces)
+        return old.upgraded([p for p in vocab.pieces if p not in held], new_langs)
+    kept = tuple(s for s in old.dict_symbols if not old.is_piece(s))
+    added = tuple(old.lang_tokens(new_langs)) if old.langs_in_file else ()
+    return SymbolLayout(tuple(vocab.pieces) + kept + added, old.langs + tuple(new_langs), old.style,
+                        old.data_source_tags)
 
 
 def row_sources(old_symbols: Sequence[str], new_symbols: Sequence[str]) -> torch.Tensor:

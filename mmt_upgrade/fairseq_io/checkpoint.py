@@ -11,6 +11,7 @@ import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.fairseq_cfg import cfg_fields
+from mmt_upgrade.core.symbols import LANGTOK_STYLES, parse_lang_codes
 
 # fairseq pickles the legacy task arguments as a Namespace (the only non-tensor global it writes).
 torch.serialization.add_safe_globals([argparse.Namespace])
@@ -33,8 +34,8 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise UserInputError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or "model" not in state or "cfg" not in state:
-        raise UserInputError(f"{path} is not a fairseq checkpoint (no 'model'/'cfg' entries)")
+    if not isinstance(state, dict) or "model" not in state or (state.get("cfg") is None and state.get("args") is None):
+        raise UserInputError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' or 'args' entries)")
     return state
 
 
@@ -54,18 +55,73 @@ def training_clock(state: dict[str, Any]) -> float:
 
 
 
+def config_sections(state: dict[str, Any], *names: str) -> list[Any]:
+    """The config sections a checkpoint carries: `cfg[name]` for each name (current fairseq) and the legacy
+    `args` Namespace (checkpoints written before fairseq's dataclass configs, such as the published M2M-100
+    files, hold only that; fairseq converts it on load). Edits must reach every one of them."""
+    cfg = state.get("cfg") if isinstance(state.get("cfg"), dict) else {}
+    sections = [cfg.get(name) for name in names]
+    return [s for s in sections + [state.get("args")] if s is not None]
+
+
 def checkpoint_task_cfg(state: dict[str, Any]) -> dict[str, Any]:
-    task = state["cfg"].get("task") if isinstance(state["cfg"], dict) else None
-    if task is None:
+    """The task settings: `cfg["task"]`, else the legacy `args` Namespace."""
+    sections = config_sections(state, "task")
+    if not sections:
         raise UserInputError("checkpoint has no task configuration")
-    return cfg_fields(task)
+    return cfg_fields(sections[0])
 
 
-def checkpoint_langs(state: dict[str, Any]) -> list[str]:
-    langs = checkpoint_task_cfg(state).get("langs")
-    if not langs:
-        raise UserInputError("checkpoint's task has no language list (--langs)")
-    return langs.split(",") if isinstance(langs, str) else list(langs)
+def checkpoint_model_cfg(state: dict[str, Any]) -> Any:
+    """The model settings section (`cfg["model"]`, else the legacy `args`), as stored (edited in place)."""
+    sections = config_sections(state, "model")
+    if not sections:
+        raise UserInputError("checkpoint has no model configuration")
+    return sections[0]
+
+
+def read_langs_file(path: Path, flag: str) -> list[str]:
+    """A language list file: one code per line (fairseq's `--lang-dict`) or a comma list."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{flag}: file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserInputError(f"{flag}: {path} is not UTF-8 text") from None
+    return parse_lang_codes([x.strip() for line in text.splitlines() for x in line.split(",") if x.strip()],
+                            f"{flag} {path}")
+
+
+def checkpoint_langs(state: dict[str, Any], langs_file: Path | None = None) -> list[str]:
+    """The model's `--langs` order: `langs_file` if given, else the task's `langs` (a list or a comma string)
+    or the file its `lang_dict` names."""
+    if langs_file is not None:
+        return read_langs_file(langs_file, "--langs-file")
+    task = checkpoint_task_cfg(state)
+    langs = task.get("langs")
+    if langs:
+        return parse_lang_codes(langs.split(",") if isinstance(langs, str) else list(langs), "checkpoint --langs")
+    if task.get("lang_dict"):
+        if not Path(task["lang_dict"]).is_file():
+            raise UserInputError(f"checkpoint's language list is the file {task['lang_dict']}, which is not "
+                                 "here: give --langs-file")
+        return read_langs_file(Path(task["lang_dict"]), "checkpoint --lang-dict")
+    raise UserInputError("checkpoint's task has no language list (--langs): give --langs-file")
+
+
+def checkpoint_layout(state: dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide the embedding's rows (token style, fixed dictionary, data-source tags) and the
+    SentencePiece model the config names."""
+    task = checkpoint_task_cfg(state)
+    style = task.get("lang_tok_style") or "multilingual"
+    if style not in LANGTOK_STYLES:
+        raise UserInputError(f"checkpoint's --lang-tok-style {style!r} is unknown (fairseq has "
+                             f"{', '.join(LANGTOK_STYLES)})")
+    bpe = config_sections(state, "bpe")
+    return {"style": style, "fixed_dictionary": task.get("fixed_dictionary"),
+            "data_source_tags": bool(task.get("add_data_source_prefix_tags", False)),
+            "sentencepiece_model": cfg_fields(bpe[0]).get("sentencepiece_model") if bpe else None}
 
 
 def checkpoint_to_restore(save_dir: str, restore_file: str = LAST,

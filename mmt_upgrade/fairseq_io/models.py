@@ -2,15 +2,21 @@
 (used by `verify` and by the distillation teacher)."""
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from omegaconf import OmegaConf
 
 from mmt_upgrade.core.paths import PLUGIN_DIR
-from mmt_upgrade.core.vocab import Tokenizer, lang_token
+from mmt_upgrade.core.symbols import SymbolLayout, lang_token
+from mmt_upgrade.core.vocab import Tokenizer
 
 
 @dataclass
@@ -18,21 +24,25 @@ class LoadedModel:
     model: torch.nn.Module
     symbols: list[str]  # fairseq's full symbol list: specials, pieces, language tokens
     tokenizer: Tokenizer
+    style: str = "multilingual"  # --lang-tok-style
     index: dict[str, int] = field(init=False, repr=False)  # symbol -> id, built once
 
     def __post_init__(self) -> None:
         self.index = {s: i for i, s in enumerate(self.symbols)}
+
+    def langtok(self, lang: str) -> int:
+        return self.index[lang_token(lang, self.style)]
 
     def ids(self, pieces: Sequence[str]) -> list[int]:
         unk = self.index["<unk>"]
         return [self.index.get(p, unk) for p in pieces]
 
 
-def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> LoadedModel:
-    """A checkpoint loaded the way fairseq-generate loads it, in eval mode on CPU."""
+@contextlib.contextmanager
+def _quiet_fairseq() -> Iterator[None]:
     from argparse import Namespace
 
-    from fairseq import checkpoint_utils, utils
+    from fairseq import utils
 
     utils.import_user_module(Namespace(user_dir=str(PLUGIN_DIR)))
     quiet = [logging.getLogger(name) for name in ("fairseq", "fairseq_plugins")]
@@ -40,13 +50,68 @@ def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> Loaded
     for lg in quiet:  # fairseq narrates every dictionary it loads
         lg.setLevel(logging.WARNING)
     try:
-        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
-            [str(checkpoint)], arg_overrides={"data": str(dict_dir)})
+        yield
     finally:
         for lg, level in zip(quiet, levels):
             lg.setLevel(level)
+
+
+def load_model(checkpoint: Path, dict_dir: Path, tokenizer: Tokenizer) -> LoadedModel:
+    """A checkpoint loaded the way fairseq-generate loads it, in eval mode on CPU."""
+    from fairseq import checkpoint_utils
+
+    with _quiet_fairseq():
+        models, _cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(checkpoint)], arg_overrides={"data": str(dict_dir)})
     model = models[0].float().eval()
     return LoadedModel(model, list(task.source_dictionary.symbols), tokenizer)
+
+
+def _model_on_state(task: Any, state: dict[str, Any]) -> torch.nn.Module:
+    """The model built on the meta device, its parameters then the checkpoint's own (memory-mapped) tensors: no
+    second copy of a multi-GB model. Sinusoidal position tables are not in checkpoints: recomputed."""
+    from fairseq.modules import SinusoidalPositionalEmbedding
+
+    cfg = state["cfg"]["model"] if state.get("cfg") is not None else state["args"]
+    with torch.device("meta"):
+        model = task.build_model(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg)
+    torch.nn.Module.load_state_dict(model, dict(state["model"]), strict=True, assign=True)
+    for m in model.modules():
+        if isinstance(m, SinusoidalPositionalEmbedding) and m.weights.is_meta:
+            m.weights = SinusoidalPositionalEmbedding.get_embedding(m.weights.shape[0], m.embedding_dim, m.padding_idx)
+    meta = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if meta:
+        raise AssertionError(f"no values for {', '.join(meta)}")
+    return model
+
+
+def load_model_in_layout(checkpoint: Path, layout: SymbolLayout, dict_file: Path, fixed_dictionary: bool,
+                         tokenizer: Tokenizer, state: dict[str, Any] | None = None) -> LoadedModel:
+    """A checkpoint of any layout (M2M-100, NLLB-200, mbart style) loaded with `--task upgrade_translation` set up
+    from the given dictionary and layout, not from the checkpoint's config (its paths are another machine's, and
+    fairseq main's own task cannot build NLLB's data-source tags). Given the checkpoint's `state` (read
+    memory-mapped), the model computes on those tensors instead of a copy (read only)."""
+    from fairseq import checkpoint_utils, options, tasks
+
+    lang = layout.langs[0]
+    with tempfile.TemporaryDirectory() as data, _quiet_fairseq():
+        for x in layout.langs:
+            shutil.copyfile(dict_file, Path(data) / f"dict.{x}.txt")
+        argv = [data, "--user-dir", str(PLUGIN_DIR), "--task", "upgrade_translation", "--langs",
+                ",".join(layout.langs), "--lang-pairs", f"{lang}-{lang}", "-s", lang, "-t", lang, "--lang-tok-style",
+                layout.style, "--encoder-langtok", "src", "--decoder-langtok", "--path", str(checkpoint), "--cpu",
+                "--cpu-bf16", "never"]
+        argv += ["--fixed-dictionary", str(dict_file)] if fixed_dictionary else []
+        argv += ["--add-data-source-prefix-tags"] if layout.data_source_tags else []
+        args = options.parse_args_and_arch(options.get_generation_parser(default_task="upgrade_translation"), argv)
+        task = tasks.setup_task(args)
+        if state is not None:
+            model = _model_on_state(task, state)
+        else:
+            model = checkpoint_utils.load_model_ensemble([str(checkpoint)], task=task)[0][0]
+    if list(task.source_dictionary.symbols) != list(layout.rows):
+        raise AssertionError("fairseq built other rows than the layout")
+    return LoadedModel(model.float().eval(), list(layout.rows), tokenizer, layout.style)
 
 
 def collate_pairs(srcs: list[torch.Tensor], tgts: list[torch.Tensor] | None, pad: int, eos: int):
@@ -78,7 +143,7 @@ def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
     eos = m.index["</s>"]
     bsz = src_tokens.shape[0]
     enc = m.model.encoder(src_tokens, src_lengths=src_lengths)
-    tokens = torch.tensor([[eos, m.index[lang_token(tgt_lang)]]]).repeat(bsz, 1)
+    tokens = torch.tensor([[eos, m.langtok(tgt_lang)]]).repeat(bsz, 1)
     done = torch.zeros(bsz, dtype=torch.bool)
     state: dict = {}
     for _ in range(max_len):
@@ -96,3 +161,18 @@ def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
         row = row[: row.index(eos)] if eos in row else row
         out.append([m.symbols[i] for i in row])
     return out
+
+
+@torch.no_grad()
+def copy_nll(m: LoadedModel, lang: str, lines: Sequence[str], remap: torch.Tensor | None = None) -> float:
+    """Mean NLL per target piece of each sentence given itself (`lang` -> `lang`, teacher-forced); `remap` sends
+    every symbol id to another (a shuffle of the piece rows: what a dictionary of another model does)."""
+    pad, eos, lt = m.index["<pad>"], m.index["</s>"], m.langtok(lang)
+    seqs = [torch.tensor(m.ids(p), dtype=torch.long) for p in m.tokenizer.encode(lang, lines)]
+    if remap is not None:
+        seqs = [remap[x] for x in seqs]
+    rows = [torch.cat([torch.tensor([lt]), x, torch.tensor([eos])]) for x in seqs]
+    src_tokens, src_lengths, prev, target = collate_pairs(rows, rows, pad, eos)
+    logp = teacher_forced_logits(m, src_tokens, src_lengths, prev).log_softmax(-1)
+    nll = -logp.gather(-1, target[..., None]).squeeze(-1)
+    return float(nll[(target != pad) & (target != lt)].mean())

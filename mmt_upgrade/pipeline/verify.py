@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -21,15 +22,19 @@ from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import sha256_file, write_json_atomic
 from mmt_upgrade.core.languages import parse_lang_list
 from mmt_upgrade.core.record import UPGRADE_JSON
-from mmt_upgrade.core.vocab import Tokenizer, lang_token
+from mmt_upgrade.core.symbols import SymbolLayout, read_dictionary_file
+from mmt_upgrade.core.vocab import Tokenizer
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.fairseq_io.models import (
     LoadedModel,
     collate_pairs,
     greedy,
     load_model,
+    load_model_in_layout,
     teacher_forced_logits,
 )
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, checkpoint_layout, read_checkpoint
+from mmt_upgrade.pipeline.upgrade.inputs import parse_lang_files, read_text_file
 
 LOGPROB_TOLERANCE = 1e-5
 GROWTH_LOGPROB_TOLERANCE = 1e-4
@@ -47,7 +52,7 @@ def promise(report: Mapping) -> float | None:
 
 def _batch(m: LoadedModel, src_lang: str, tgt_lang: str, src: list[list[str]], tgt: list[list[str]] | None):
     pad, eos = m.index["<pad>"], m.index["</s>"]
-    src_lt, tgt_lt = m.index[lang_token(src_lang)], m.index[lang_token(tgt_lang)]
+    src_lt, tgt_lt = m.langtok(src_lang), m.langtok(tgt_lang)
     srcs = [torch.tensor([src_lt] + m.ids(p) + [eos]) for p in src]
     tgts = None if tgt is None else [torch.tensor([tgt_lt] + m.ids(p) + [eos]) for p in tgt]
     return collate_pairs(srcs, tgts, pad, eos)
@@ -103,8 +108,45 @@ def check_old_data(old_data: PreparedData, report: Mapping, report_path: Path) -
                                  f"from ({report_path} inputs.{key}); give the old model's prepared data")
 
 
-def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: Sequence[str] | None = None,
-           sentences: int = 100) -> dict:
+@dataclass
+class OldModelFiles:
+    """The old model's files for `verify` without prepared data: any layout (M2M-100, NLLB-200, ours)."""
+    dictionary: Path
+    spm: Path
+    dev_texts: dict[str, list[str]]  # old-language dev text; lines of two languages need not be parallel
+    langs_file: Path | None = None
+
+
+def _check_input(path: Path, key: str, flag: str, report: Mapping, report_path: Path) -> None:
+    if sha256_file(path) != report["inputs"][key]["sha256"]:
+        raise UserInputError(f"{flag} {path} is not the {key} the model was upgraded from ({report_path} "
+                             f"inputs.{key})")
+
+
+def _load_from_files(old_checkpoint: Path, files: OldModelFiles, new_dir: Path, report: Mapping,
+                     report_path: Path) -> tuple[LoadedModel, LoadedModel, dict[tuple[str, str], tuple[list, list]]]:
+    """Both models loaded in their layouts, and the directions to run: the old model's pairs between languages
+    with dev text (each language to itself where there are none)."""
+    _check_input(files.dictionary, "dict", "--dict", report, report_path)
+    _check_input(files.spm, "spm", "--spm", report, report_path)
+    state = read_checkpoint(old_checkpoint, mmap=True)
+    settings, old_langs = checkpoint_layout(state), checkpoint_langs(state, files.langs_file)
+    symbols, _ = read_dictionary_file(files.dictionary)
+    layout = SymbolLayout(symbols, old_langs, settings["style"], settings["data_source_tags"])
+    old = load_model_in_layout(old_checkpoint, layout, files.dictionary, layout.langs_in_file,
+                               Tokenizer.single(files.spm, old_langs))
+    new_symbols, _ = read_dictionary_file(new_dir / "dict.txt")
+    new_layout = SymbolLayout(new_symbols, report["langs"]["model"], settings["style"], settings["data_source_tags"])
+    new = load_model_in_layout(new_dir / "checkpoint.pt", new_layout, new_dir / "dict.txt", layout.langs_in_file,
+                               Tokenizer.load(new_dir))
+    dev = files.dev_texts
+    pairs = [tuple(p.split("-")) for p in report["lang_pairs"]]
+    pairs = [(a, b) for a, b in pairs if a in dev and b in dev] or [(x, x) for x in dev]
+    return old, new, {(a, b): (dev[a], dev[b]) for a, b in pairs}
+
+
+def verify(old_checkpoint: Path, old_data: PreparedData | OldModelFiles, new_dir: Path,
+           langs: Sequence[str] | None = None, sentences: int = 100) -> dict:
     """Run every old direction involving `langs` (default: all); `ok` is False when a promise is broken."""
     new_dir = Path(new_dir)
     report_path = new_dir / UPGRADE_JSON
@@ -115,7 +157,6 @@ def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: S
     if sha256_file(old_checkpoint) != recorded:
         raise UserInputError(f"{new_dir} was not upgraded from {old_checkpoint} (its sha256 differs from the one "
                              f"in {report_path})")
-    check_old_data(old_data, report, report_path)
     old_langs = report["langs"]["old"]
     langs = old_langs if langs is None else langs
     bad = [x for x in langs if x not in old_langs]
@@ -123,15 +164,23 @@ def verify(old_checkpoint: Path, old_data: PreparedData, new_dir: Path, langs: S
         raise UserInputError(f"--langs: {', '.join(bad)} not an old language of the model ({','.join(old_langs)})")
     extend = report["vocab_mode"] != "retrain"  # old text keeps its pieces: compare token by token
     tolerance = promise(report)
-    old = load_model(old_checkpoint, old_data.bin_dir, Tokenizer.single(old_data.spm_model, old_langs))
-    new = load_model(new_dir / "checkpoint.pt", new_dir, Tokenizer.load(new_dir))
+    if isinstance(old_data, OldModelFiles):
+        old, new, texts = _load_from_files(old_checkpoint, old_data, new_dir, report, report_path)
+    else:
+        check_old_data(old_data, report, report_path)
+        old = load_model(old_checkpoint, old_data.bin_dir, Tokenizer.single(old_data.spm_model, old_langs))
+        new = load_model(new_dir / "checkpoint.pt", new_dir, Tokenizer.load(new_dir))
+        texts = {(src, tgt): tuple(old_data.raw_file("valid", src, tgt, x).read_text(encoding="utf-8").splitlines()
+                                   for x in (src, tgt)) for src, tgt in old_data.directions}
     results = {}
-    for src, tgt in old_data.directions:
+    for (src, tgt), (src_lines, tgt_lines) in texts.items():
         if src not in langs and tgt not in langs:
             continue
-        src_lines = old_data.raw_file("valid", src, tgt, src).read_text(encoding="utf-8").splitlines()[:sentences]
-        tgt_lines = old_data.raw_file("valid", src, tgt, tgt).read_text(encoding="utf-8").splitlines()[:sentences]
-        results[f"{src}-{tgt}"] = verify_direction(old, new, src, tgt, src_lines, tgt_lines, extend)
+        n = min(sentences, len(src_lines), len(tgt_lines))
+        results[f"{src}-{tgt}"] = verify_direction(old, new, src, tgt, list(src_lines[:n]), list(tgt_lines[:n]),
+                                                   extend)
+    if not results:
+        raise UserInputError(f"no dev text for {', '.join(langs)}: give --dev-text LANG=FILE")
     out = {"vocab_mode": report["vocab_mode"], "growth": (report.get("growth") or {}).get("init"),
            "tolerance": tolerance, "directions": results,
            "greedy_identical": sum(r["greedy_identical"] for r in results.values()),
@@ -165,10 +214,25 @@ def format_verify(result: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("old", help="the old checkpoint")
     parser.add_argument("new", help="the upgraded directory (or its checkpoint.pt)")
-    parser.add_argument("--old-data", required=True, help="the old model's prepared data directory")
+    parser.add_argument("--old-data", help="the old model's prepared data directory (this project's models), or:")
+    parser.add_argument("--dict", help="the old model's dictionary file (any layout)")
+    parser.add_argument("--spm", help="the old SentencePiece model")
+    parser.add_argument("--langs-file", metavar="FILE", help="the old model's --langs order (default: its config)")
+    parser.add_argument("--dev-text", action="append", default=[], metavar="LANG=FILE",
+                        help="old-language dev text, one sentence per line (repeatable)")
     parser.add_argument("--langs", help="old languages to check (default: all)")
     parser.add_argument("--sentences", type=int, default=100, help="dev sentences per direction (default: 100)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def _old_model(args: argparse.Namespace) -> PreparedData | OldModelFiles:
+    if args.old_data:
+        return PreparedData.open(Path(args.old_data))
+    if not (args.dict and args.spm and args.dev_text):
+        raise UserInputError("give --old-data, or --dict, --spm and --dev-text LANG=FILE (the old model's files)")
+    dev = {lang: read_text_file(file, "--dev-text", lang)
+           for lang, file in parse_lang_files(args.dev_text, "--dev-text").items()}
+    return OldModelFiles(Path(args.dict), Path(args.spm), dev, Path(args.langs_file) if args.langs_file else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -176,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     new_dir = Path(args.new)
     new_dir = new_dir.parent if new_dir.is_file() else new_dir
     langs = parse_lang_list(args.langs, "--langs") if args.langs else None
-    result = verify(Path(args.old), PreparedData.open(Path(args.old_data)), new_dir, langs, args.sentences)
+    result = verify(Path(args.old), _old_model(args), new_dir, langs, args.sentences)
     print(format_verify(result))
     if args.json:
         write_json_atomic(Path(args.json), result)

@@ -18,12 +18,14 @@ from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.core.spm import SPECIALS
+from mmt_upgrade.core.symbols import SymbolLayout
 from mmt_upgrade.core.vocab import (
     Tokenizer,
     extend_vocabulary,
     model_symbols,
     read_dictionary,
     segmentation_change,
+    upgraded_layout,
 )
 from mmt_upgrade.fairseq_io.checkpoint import read_checkpoint
 from mmt_upgrade.pipeline.data.prepare import DataConfig, prepare_data
@@ -133,8 +135,9 @@ def test_every_init_method_gives_its_rows(init, tied, tiny_trained, tiny_data, v
         weights, _ = composition_matrix(new_strings, piece_segmenter(tiny_data.spm_model),
                                         len(model_symbols(old_pieces, OLD_LANGS)), UNK_ID)
     record = NewParameterRecord()
-    upgrade_vocab_params(state, old_pieces, OLD_LANGS, vocab_plan, NEW_LANGS, UpgradeOptions(init=init),
-                         weights, record, "test")
+    old_layout = SymbolLayout(old_pieces, OLD_LANGS)
+    upgrade_vocab_params(state, old_layout, upgraded_layout(old_layout, vocab_plan, NEW_LANGS),
+                         UpgradeOptions(init=init), weights, record, "test")
     lo, hi = len(SPECIALS) + len(old_pieces), len(SPECIALS) + len(vocab_plan.pieces)
     assert (state["encoder.embed_tokens.weight"] is state["decoder.output_projection.weight"]) == tied
     for name, old in olds.items():

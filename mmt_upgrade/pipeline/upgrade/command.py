@@ -17,9 +17,17 @@ from mmt_upgrade.pipeline.upgrade.run import upgrade
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="the old fairseq checkpoint (read only)")
     parser.add_argument("--out", required=True, help="new directory for the upgraded model (must not exist)")
-    parser.add_argument("--old-data", help="the old model's prepared data directory (SPM, dictionary, dev text)")
-    parser.add_argument("--spm", help="the old SentencePiece model (default: --old-data's)")
-    parser.add_argument("--dict", help="the old fairseq dict.txt (default: --old-data's)")
+    parser.add_argument("--dict", help="the old model's fairseq dictionary file, in any order, language tokens and "
+                                       "fillers inside or not (M2M-100's model_dict, NLLB's dictionary.txt; default: "
+                                       "--old-data's, else the checkpoint's --fixed-dictionary)")
+    parser.add_argument("--spm", help="the old SentencePiece model (default: --old-data's, else the checkpoint's)")
+    parser.add_argument("--langs-file", metavar="FILE", help="the model's --langs order, one code per line or a "
+                                                             "comma list (default: the checkpoint's config)")
+    parser.add_argument("--lang-pairs-file", metavar="FILE", help="the model's language-pairs file (M2M-100's "
+                                                                  "language_pairs*.txt): written to --out under its "
+                                                                  "name with the new directions appended")
+    parser.add_argument("--old-data", help="this project's prepared data directory of the old model (SPM, "
+                                           "dictionary, dev text): instead of --dict, --spm and --dev-text")
     parser.add_argument("--new-langs", default="it,ar",
                         help="languages to add, appended in this order (default: it,ar; '' for growth alone)")
     parser.add_argument("--text", action="append", default=[], metavar="LANG=FILE",
@@ -35,7 +43,9 @@ def inputs_from_args(args: argparse.Namespace) -> UpgradeInputs:
     return UpgradeInputs(
         Path(args.checkpoint), new_langs, old_data=PreparedData.open(Path(args.old_data)) if args.old_data else None,
         spm=Path(args.spm) if args.spm else None, dictionary=Path(args.dict) if args.dict else None,
-        text_files=parse_lang_files(args.text, "--text"), dev_text_files=parse_lang_files(args.dev_text, "--dev-text"))
+        text_files=parse_lang_files(args.text, "--text"), dev_text_files=parse_lang_files(args.dev_text, "--dev-text"),
+        langs_file=Path(args.langs_file) if args.langs_file else None,
+        lang_pairs_file=Path(args.lang_pairs_file) if args.lang_pairs_file else None)
 
 
 def run(args: argparse.Namespace) -> int:

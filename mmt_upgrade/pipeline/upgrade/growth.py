@@ -9,6 +9,7 @@ from mmt_upgrade.core.fairseq_cfg import cfg_fields
 from mmt_upgrade.core.files import log
 from mmt_upgrade.core.growth import grow
 from mmt_upgrade.core.record import NewParameterRecord
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_model_cfg, config_sections
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 
 SIZE_KEYS = ("arch", "encoder_layers", "decoder_layers", "encoder_ffn_embed_dim", "decoder_ffn_embed_dim")
@@ -21,9 +22,8 @@ def model_flags(model_cfg: Any) -> dict[str, Any]:
 
 
 def _set_model_cfg(state: dict[str, Any], values: Mapping[str, Any]) -> None:
-    for ns in (state["cfg"].get("model"), state.get("args")):
-        if ns is not None:
-            cfg_fields(ns).update(values)
+    for ns in config_sections(state, "model"):
+        cfg_fields(ns).update(values)
 
 
 def grow_model(state: dict[str, Any], options: UpgradeOptions, record: NewParameterRecord,
@@ -34,7 +34,7 @@ def grow_model(state: dict[str, Any], options: UpgradeOptions, record: NewParame
     if g.active():
         log(f"upgrade: growing ({g.init}): +{g.add_encoder_layers} encoder, +{g.add_decoder_layers} decoder "
             f"layers ({g.position}), FFN x{g.widen_ffn:g}")
-        growth = grow(state["model"], state["cfg"]["model"], g, options.seed, record, what)
+        growth = grow(state["model"], checkpoint_model_cfg(state), g, options.seed, record, what)
         _set_model_cfg(state, growth["config"])
     # fairseq-train builds the model from its flags, not from the checkpoint: train with these
-    return {"growth": growth, "fairseq_model_flags": model_flags(state["cfg"]["model"])}
+    return {"growth": growth, "fairseq_model_flags": model_flags(checkpoint_model_cfg(state))}

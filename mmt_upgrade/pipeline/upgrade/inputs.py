@@ -1,18 +1,22 @@
 """The inputs stage: what an upgrade reads, assembled one way for `mmt-upgrade upgrade` and for an experiment.
 
-The old checkpoint, its SentencePiece model and dictionary (from the old model's prepared data unless given),
+The old checkpoint with the language list, token style and tags of its own config (`--langs-file` overrides the
+list), its SentencePiece model and dictionary (`--spm`/`--dict`, else the old model's prepared data, else the
+files its config names), in any layout (`core/symbols.py`: rows matched by string),
 training text per language (a `--text` file, else the Bible train split under the old data's split rules)
 and old-language dev text (the segmentation-change measurement). Everything is read and checked against
 everything else before anything is built; upgrade.json's `inputs` records each with its hash.
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sentencepiece as spm
+import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import sha256_file, sha256_text
@@ -20,12 +24,18 @@ from mmt_upgrade.core.growth import check_architecture
 from mmt_upgrade.core.languages import check_extends, parse_lang_list
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.spm import load_spm
-from mmt_upgrade.core.vocab import check_spm_matches_dictionary, model_symbols, read_dictionary
-from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, read_checkpoint
+from mmt_upgrade.core.symbols import SymbolLayout, check_lang_code, read_dictionary_file
+from mmt_upgrade.core.vocab import Tokenizer, check_spm_covers_dictionary
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, checkpoint_layout, checkpoint_model_cfg, read_checkpoint
 from mmt_upgrade.fairseq_io.layout import PreparedData
+from mmt_upgrade.fairseq_io.models import copy_nll, load_model_in_layout
 from mmt_upgrade.pipeline.data.prepare import DataConfig, bible_texts
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.upgrade.rows import vocab_param_groups
+
+
+ROWS_CHECK_SENTENCES = 32  # dev sentences in all scored by `check_rows_mean_pieces` (its cost: 2 passes each)
+ROWS_CHECK_MARGIN = 0.3  # nats per piece the given rows must beat shuffled rows by
 
 
 @dataclass
@@ -60,6 +70,8 @@ class UpgradeInputs:
     dictionary: Path | None = None
     text_files: dict[str, Path] = field(default_factory=dict)  # --text: training text per language
     dev_text_files: dict[str, Path] = field(default_factory=dict)  # --dev-text: old-language dev text
+    langs_file: Path | None = None  # --langs-file: the model's --langs order (default: the checkpoint's config)
+    lang_pairs_file: Path | None = None  # --lang-pairs-file: M2M-100's language_pairs*.txt, extended in the output
     bible: BibleText | None = None  # languages without a text file (default: old_data's split rules)
 
 
@@ -73,10 +85,18 @@ class ResolvedInputs:
     spm: Path
     dictionary: Path
     sp: spm.SentencePieceProcessor
-    pieces: list[str]  # the old dict.txt
+    layout: SymbolLayout  # the old model's rows
+    dict_rest: list[str]  # the dictionary file's count column (and flags), line by line
     texts: dict[str, list[str]]  # training text: new languages (and old ones for retrain), any given file
     text_sources: dict[str, str]
     dev_texts: dict[str, list[str]]
+    old_train_texts: dict[str, list[str]] = field(default_factory=dict)  # --old-data's: fits the merged SPM
+    lang_pairs_file: tuple[Path, list[str]] | None = None  # --lang-pairs-file and its pairs
+
+    @property
+    def pieces(self) -> list[str]:
+        """The old dictionary's SentencePiece pieces (no language tokens, fillers or tags)."""
+        return list(self.layout.pieces)
 
     @property
     def langs(self) -> list[str]:
@@ -94,7 +114,7 @@ def parse_lang_files(items: Sequence[str], flag: str) -> dict[str, Path]:
         lang, sep, path = item.partition("=")
         if not sep or not lang.strip() or not path.strip():
             raise UserInputError(f"{flag}: expected LANG=FILE, got {item!r}")
-        out[lang.strip()] = Path(path.strip())
+        out[check_lang_code(lang.strip(), flag)] = Path(path.strip())
     return out
 
 
@@ -136,16 +156,51 @@ def _training_texts(inputs: UpgradeInputs, needed: Sequence[str]) -> tuple[dict[
     return texts, sources
 
 
+def read_lang_pairs_file(path: Path) -> tuple[Path, list[str]]:
+    """A language-pairs file (comma- or line-separated `src-tgt`), checked before anything is written."""
+    text = read_text_file(path, "--lang-pairs-file", "pairs")
+    pairs = [x.strip() for line in text for x in line.split(",") if x.strip()]
+    bad = [x for x in pairs if len(x.split("-")) != 2 or not all(x.split("-"))]
+    if bad:
+        raise UserInputError(f"--lang-pairs-file {path}: {bad[0]!r} is not a language pair (src-tgt)")
+    return Path(path), pairs
+
+
+def _default_path(given: Path | None, prepared: Path | None, configured: str | None) -> Path | None:
+    """A flag's path, else the prepared data's, else the file the checkpoint's config names where it exists."""
+    if given or prepared:
+        return Path(given or prepared)
+    return Path(configured) if configured and Path(configured).is_file() else None
+
+
+def _old_langs(state: dict[str, Any], langs_file: Path | None, checkpoint: Path) -> list[str]:
+    """The model's --langs order; a --langs-file that disagrees with the checkpoint's own list is refused."""
+    langs = checkpoint_langs(state, langs_file)
+    if langs_file is not None:
+        try:
+            own = checkpoint_langs(state)
+        except UserInputError:
+            return langs  # the checkpoint names no list (or a file not here): the file is the only word
+        if own != langs:
+            first = next((i for i, (a, b) in enumerate(zip(own, langs)) if a != b), min(len(own), len(langs)))
+            raise UserInputError(f"--langs-file {langs_file} lists {len(langs)} languages but checkpoint {checkpoint} "
+                                 f"was trained with {len(own)}, differing at position {first}: they disagree")
+    return langs
+
+
 def resolve_inputs(inputs: UpgradeInputs, options: UpgradeOptions) -> ResolvedInputs:
     """Read every input, fill in the defaults and check them all against each other."""
     old_data = inputs.old_data
-    spm_path = inputs.spm or (old_data.spm_model if old_data else None)
-    dictionary = inputs.dictionary or (old_data.dictionary if old_data else None)
-    if spm_path is None or dictionary is None:
-        raise UserInputError("give --old-data (the old model's prepared data) or both --spm and --dict")
     checkpoint = Path(inputs.checkpoint).absolute()
     state = read_checkpoint(checkpoint, mmap=True)
-    old_langs = checkpoint_langs(state)
+    settings = checkpoint_layout(state)
+    spm_path = _default_path(inputs.spm, old_data.spm_model if old_data else None, settings["sentencepiece_model"])
+    dictionary = _default_path(inputs.dictionary, old_data.dictionary if old_data else None,
+                               settings["fixed_dictionary"])
+    if spm_path is None or dictionary is None:
+        raise UserInputError("give --dict and --spm (the model's dictionary and SentencePiece model), or --old-data "
+                             "(the old model's prepared data)")
+    old_langs = _old_langs(state, inputs.langs_file, checkpoint)
     new_langs = list(inputs.new_langs)
     check_new_langs(new_langs, old_langs, checkpoint)
     options.check_langs(old_langs, new_langs)
@@ -158,15 +213,42 @@ def resolve_inputs(inputs: UpgradeInputs, options: UpgradeOptions) -> ResolvedIn
         raise UserInputError(f"no dev text for {', '.join(missing_dev)} to measure segmentation changes: "
                              "give --old-data or --dev-text LANG=FILE")
     sp = load_spm(spm_path)
-    pieces = read_dictionary(dictionary)
-    check_spm_matches_dictionary(sp, spm_path, pieces, dictionary)
-    vocab_param_groups(state["model"], len(model_symbols(pieces, old_langs)),
-                       f"dictionary {dictionary} with checkpoint {checkpoint}")
+    symbols, rest = read_dictionary_file(dictionary)
+    layout = SymbolLayout(symbols, old_langs, settings["style"], settings["data_source_tags"])
+    check_spm_covers_dictionary(sp, spm_path, layout.pieces, dictionary)
+    vocab_param_groups(state["model"], len(layout.rows), f"dictionary {dictionary} with checkpoint {checkpoint}")
     if options.growth.active():
-        check_architecture(state["model"], state["cfg"]["model"], f"checkpoint {checkpoint}")
+        check_architecture(state["model"], checkpoint_model_cfg(state), f"checkpoint {checkpoint}")
     check_extends(old_langs, old_langs + new_langs, "upgrade")
-    return ResolvedInputs(checkpoint, state, old_langs, new_langs, Path(spm_path), Path(dictionary), sp, pieces,
-                          texts, sources, dev)
+    pairs = read_lang_pairs_file(inputs.lang_pairs_file) if inputs.lang_pairs_file else None
+    return ResolvedInputs(checkpoint, state, old_langs, new_langs, Path(spm_path), Path(dictionary), sp, layout,
+                          rest, texts, sources, dev, old_data.texts("train") if old_data else {}, pairs)
+
+
+def check_rows_mean_pieces(inputs: ResolvedInputs) -> dict[str, Any]:
+    """A dictionary + SentencePiece pair of another model with the same number of rows passes every count; its rows
+    mean other pieces. Caught by the old model's own loss: a few old-language dev sentences scored as their own
+    translation must cost clearly less with the given rows than with the piece rows shuffled. upgrade.json's
+    `rows_check`."""
+    layout = inputs.layout
+    model = load_model_in_layout(inputs.checkpoint, layout, inputs.dictionary, layout.langs_in_file,
+                                 Tokenizer.single(inputs.spm, inputs.old_langs, inputs.sp), inputs.state)
+    pieces = torch.tensor(layout.piece_rows(), dtype=torch.long)
+    remap = torch.arange(len(layout.rows))
+    remap[pieces] = pieces[torch.randperm(len(pieces), generator=torch.Generator().manual_seed(0))]
+    per_lang = max(1, ROWS_CHECK_SENTENCES // len(inputs.old_langs))  # a fixed budget, however many languages
+    texts = {x: inputs.dev_texts[x][:per_lang] for x in inputs.old_langs[:ROWS_CHECK_SENTENCES]}
+    given = sum(copy_nll(model, x, lines) for x, lines in texts.items()) / len(texts)
+    shuffled = sum(copy_nll(model, x, lines, remap) for x, lines in texts.items()) / len(texts)
+    del model
+    if shuffled - given < ROWS_CHECK_MARGIN:
+        raise UserInputError(
+            f"dictionary {inputs.dictionary} and SentencePiece model {inputs.spm} are not checkpoint "
+            f"{inputs.checkpoint}'s: its loss on the dev text is {given:.2f} nats per piece with them and "
+            f"{shuffled:.2f} with the rows shuffled (uniform: {math.log(len(layout.rows)):.2f}), so its rows mean "
+            "other pieces; give the model's own dictionary and SentencePiece model")
+    return {"rows_check": {"sentences_per_lang": per_lang, "langs": len(texts), "nll": round(given, 4),
+                           "nll_rows_shuffled": round(shuffled, 4), "uniform": round(math.log(len(layout.rows)), 4)}}
 
 
 def hash_files(pool: Executor, inputs: ResolvedInputs) -> dict[str, Future]:

@@ -4,8 +4,9 @@ upgrade.json's `rows` and `init`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import sentencepiece as spm
 import torch
 
 from mmt_upgrade.core.embeddings import (
@@ -21,7 +22,8 @@ from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import log
 from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.core.spm import SPECIALS
-from mmt_upgrade.core.vocab import VocabularyUpgrade, model_symbols, row_sources
+from mmt_upgrade.core.symbols import SymbolLayout
+from mmt_upgrade.core.vocab import row_sources
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 
 UNK_ID = SPECIALS.index("<unk>")
@@ -46,33 +48,30 @@ def vocab_param_groups(model_state: Mapping[str, torch.Tensor], n_rows: int, wha
     return list(groups.values())
 
 
-def init_new_piece_rows(old: torch.Tensor, n_piece_rows: int, method: str, n_new: int,
+def init_new_piece_rows(old: torch.Tensor, piece_rows: torch.Tensor, method: str, n_new: int,
                         generator: torch.Generator, compose_weights: torch.Tensor | None) -> torch.Tensor:
-    """New rows of one matrix. Statistics (`mean`, `normal`) use the old piece rows only, not specials
-    or language tokens."""
-    pieces = old[len(SPECIALS): len(SPECIALS) + n_piece_rows]
+    """New rows of one matrix. Statistics (`mean`, `normal`) use the old piece rows only (`piece_rows`), not
+    specials, language tokens, fillers or tags."""
     if method == "unk":
         return init_unk(old, n_new, UNK_ID)
     if method == "mean":
-        return init_mean(pieces, n_new)
+        return init_mean(old[piece_rows], n_new)
     if method == "normal":
-        return init_normal(pieces, n_new, generator)
+        return init_normal(old[piece_rows], n_new, generator)
     if method == "random":
         return init_random(old, n_new, generator)
     return init_compose(old, compose_weights)
 
 
-def init_langtok_rows(old: torch.Tensor, old_langs: Sequence[str], new_langs: Sequence[str],
+def init_langtok_rows(old: torch.Tensor, old_langtoks: Mapping[str, int], new_langs: Sequence[str],
                       langtok_init: Mapping[str, str]) -> torch.Tensor:
-    """Rows of the new language tokens: a copy of a named old language's token, or the old tokens' mean."""
-    first = old.shape[0] - len(old_langs)
+    """Rows of the new language tokens: a copy of a named old language's token (`old_langtoks`: language ->
+    row), or the old tokens' mean."""
+    mean = old[torch.tensor(list(old_langtoks.values()), dtype=torch.long)].mean(dim=0)
     rows = []
     for lang in new_langs:
         source = langtok_init.get(lang, "mean")
-        if source == "mean":
-            rows.append(old[first:].mean(dim=0))
-        else:
-            rows.append(old[first + list(old_langs).index(source)])
+        rows.append(mean if source == "mean" else old[old_langtoks[source]])
     return torch.stack(rows)
 
 
@@ -88,40 +87,41 @@ def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
     return out
 
 
-def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old_pieces: Sequence[str], old_langs: Sequence[str],
-                         vocab: VocabularyUpgrade, new_langs: Sequence[str], options: UpgradeOptions,
-                         compose_weights: torch.Tensor | None, record: NewParameterRecord,
+def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old: SymbolLayout, new: SymbolLayout,
+                         options: UpgradeOptions, compose_weights: torch.Tensor | None, record: NewParameterRecord,
                          what: str) -> dict[str, Any]:
-    """Rewrite every vocabulary-sized parameter in `model_state` (in place); returns what was done."""
-    old_symbols = model_symbols(old_pieces, old_langs)
-    new_symbols = model_symbols(vocab.pieces, list(old_langs) + list(new_langs))
-    sources = row_sources(old_symbols, new_symbols)
-    langtok_rows = torch.zeros(len(new_symbols), dtype=torch.bool)
-    langtok_rows[len(new_symbols) - len(new_langs):] = True
+    """Rewrite every vocabulary-sized parameter in `model_state` (in place), rows matched by symbol string;
+    returns what was done."""
+    new_langs = new.langs[len(old.langs):]
+    sources = row_sources(old.rows, new.rows)
+    new_langtoks = set(new.lang_tokens(new_langs))
+    langtok_rows = torch.tensor([x in new_langtoks for x in new.rows], dtype=torch.bool)
     piece_rows = (sources < 0) & ~langtok_rows
     if (sources[: len(SPECIALS)] != torch.arange(len(SPECIALS))).any():
         raise AssertionError("special symbols moved")
-    groups = vocab_param_groups(model_state, len(old_symbols), what)
+    groups = vocab_param_groups(model_state, len(old.rows), what)
     if compose_weights is not None and compose_weights.shape[0] != int(piece_rows.sum()):
         raise AssertionError("compose weights do not match the new pieces")
+    old_piece_rows, old_langtoks = torch.tensor(old.piece_rows(), dtype=torch.long), old.langtok_rows()
     done = {}
     for gi, names in enumerate(groups):
-        old = model_state[names[0]]
+        old_matrix = model_state[names[0]]
         generator = torch.Generator().manual_seed(options.seed * 1000 + gi)
-        new = old.new_empty(len(new_symbols), old.shape[1])
+        matrix = old_matrix.new_empty(len(new.rows), old_matrix.shape[1])
         copied = sources >= 0
-        new[copied] = old[sources[copied]]
-        new[piece_rows] = init_new_piece_rows(old, len(old_pieces), options.init, int(piece_rows.sum()),
-                                              generator, compose_weights)
-        new[langtok_rows] = init_langtok_rows(old, old_langs, new_langs, options.langtok_init)
+        matrix[copied] = old_matrix[sources[copied]]
+        matrix[piece_rows] = init_new_piece_rows(old_matrix, old_piece_rows, options.init, int(piece_rows.sum()),
+                                                 generator, compose_weights)
+        matrix[langtok_rows] = init_langtok_rows(old_matrix, old_langtoks, new_langs, options.langtok_init)
         for name in names:
-            model_state[name] = new
+            model_state[name] = matrix
             for start, stop in _runs(sources < 0):
                 record.add_rows(name, start, stop)
-        done[", ".join(names)] = {"rows_before": old.shape[0], "rows_after": new.shape[0], "tied": len(names) > 1}
+        done[", ".join(names)] = {"rows_before": old_matrix.shape[0], "rows_after": matrix.shape[0],
+                                  "tied": len(names) > 1}
     return {
-        "symbols_before": len(old_symbols),
-        "symbols_after": len(new_symbols),
+        "symbols_before": len(old.rows),
+        "symbols_after": len(new.rows),
         "rows_copied": int((sources >= 0).sum()),
         "new_piece_rows": int(piece_rows.sum()),
         "new_langtok_rows": len(new_langs),
@@ -129,21 +129,31 @@ def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old_pieces: Seque
     }
 
 
-def upgrade_rows(model_state: dict[str, torch.Tensor], old_spm: Path, old_pieces: Sequence[str],
-                 old_langs: Sequence[str], vocab: VocabularyUpgrade, new_langs: Sequence[str],
-                 options: UpgradeOptions, record: NewParameterRecord, what: str) -> dict[str, Any]:
+def spm_segmenter_rows(old_spm: Path, sp: spm.SentencePieceProcessor,
+                       old_rows: Sequence[str]) -> Callable[[list[str]], list[list[int]]]:
+    """`piece_segmenter` with SentencePiece ids turned into the old model's rows by piece string (a dictionary's
+    ids are not SentencePiece ids in general); a piece the dictionary lacks is `<unk>`."""
+    index = {x: i for i, x in enumerate(old_rows)}
+    to_row = [index.get(sp.IdToPiece(i), UNK_ID) for i in range(sp.GetPieceSize())]
+    segment = piece_segmenter(old_spm)
+    return lambda pieces: [[to_row[i] for i in ids] for ids in segment(pieces)]
+
+
+def upgrade_rows(model_state: dict[str, torch.Tensor], old_spm: Path, sp: spm.SentencePieceProcessor,
+                 old: SymbolLayout, new: SymbolLayout, vocab_mode: str, options: UpgradeOptions,
+                 record: NewParameterRecord, what: str) -> dict[str, Any]:
     """The stage: new rows (none when the vocabulary is kept); returns upgrade.json's `init` and `rows`."""
-    old_set = set(old_pieces)
-    new_piece_strings = [p for p in vocab.pieces if p not in old_set]
+    old_set = set(old.rows)
+    new_piece_strings = [p for p in new.pieces if p not in old_set]
+    new_langs = new.langs[len(old.langs):]
     compose_weights, fallbacks = None, 0
     if options.init == "compose":
         compose_weights, fallbacks = composition_matrix(
-            new_piece_strings, piece_segmenter(old_spm), len(model_symbols(old_pieces, old_langs)), UNK_ID)
+            new_piece_strings, spm_segmenter_rows(old_spm, sp, old.rows), len(old.rows), UNK_ID)
     rows = None
-    if vocab.mode != "keep":
+    if vocab_mode != "keep":
         log(f"upgrade: {len(new_piece_strings)} new pieces, {len(new_langs)} language tokens, init {options.init}")
-        rows = upgrade_vocab_params(model_state, old_pieces, old_langs, vocab, new_langs, options,
-                                    compose_weights, record, what)
+        rows = upgrade_vocab_params(model_state, old, new, options, compose_weights, record, what)
     return {
         "init": {
             "pieces": options.init,

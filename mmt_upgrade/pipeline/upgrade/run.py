@@ -1,9 +1,10 @@
 """`upgrade()`: the stages in order, inputs -> vocabulary -> rows -> languages -> growth -> write, each adding
 its sections to upgrade.json.
 
-Checkpoint surgery on the state dict only (no fairseq model is built). The old checkpoint is read
-memory-mapped and never written; every input is checked before anything is built, and the output directory
-is built beside its final place and renamed when complete.
+Checkpoint surgery on the state dict; the only fairseq model built is the old one, scoring a few dev
+sentences before anything is written (`check_rows_mean_pieces`: a dictionary of another model of the same
+size). The old checkpoint is read memory-mapped and never written; every input is checked before anything is
+built, and the output directory is built beside its final place and renamed when complete.
 """
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ from pathlib import Path
 
 from mmt_upgrade.core.files import log
 from mmt_upgrade.core.record import NewParameterRecord
+from mmt_upgrade.core.vocab import upgraded_layout
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
-from mmt_upgrade.pipeline.upgrade.inputs import UpgradeInputs, hash_files, inputs_section, resolve_inputs
+from mmt_upgrade.pipeline.upgrade.inputs import (
+    UpgradeInputs,
+    check_rows_mean_pieces,
+    hash_files,
+    inputs_section,
+    resolve_inputs,
+)
 from mmt_upgrade.pipeline.upgrade.languages import upgrade_languages
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.upgrade.rows import upgrade_rows
@@ -23,9 +32,11 @@ from mmt_upgrade.pipeline.upgrade.vocabulary import build_vocabulary, vocabulary
 from mmt_upgrade.pipeline.upgrade.write import (
     CHECKPOINT,
     check_out_dir,
+    commands_section,
     outputs_section,
     publish,
     temp_dir,
+    write_lang_pairs,
     write_model,
 )
 
@@ -37,21 +48,27 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
     t0 = time.monotonic()
     out_dir = check_out_dir(out_dir, inputs.checkpoint)
     found = resolve_inputs(inputs, options)
+    rows_check = check_rows_mean_pieces(found)
     state, record = found.state, NewParameterRecord()
-    report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | rows_check
     tmp = temp_dir(out_dir)
     hasher = ThreadPoolExecutor(max_workers=1)  # a multi-GB checkpoint hashes beside SentencePiece training
     hashes = hash_files(hasher, found)
     try:
         vocab = build_vocabulary(found, options, tmp)
         report |= vocabulary_section(found, vocab)
-        report |= upgrade_rows(state["model"], found.spm, found.pieces, found.old_langs, vocab, found.new_langs,
-                               options, record, found.what)
-        report |= upgrade_languages(state, found.old_langs, found.new_langs)
+        layout = upgraded_layout(found.layout, vocab, found.new_langs)
+        report |= upgrade_rows(state["model"], found.spm, found.sp, found.layout, layout, vocab.mode, options,
+                               record, found.what)
+        lang_dict = bool(checkpoint_task_cfg(state).get("lang_dict")) or inputs.langs_file is not None
+        report |= upgrade_languages(state, found.old_langs, found.new_langs, out_dir)
         report |= grow_model(state, options, record, found.what)
         report |= inputs_section(found, hashes)
         log(f"upgrade: writing {out_dir / CHECKPOINT}")
-        report |= write_model(state, vocab, found.langs, record, tmp)
+        report |= write_model(state, found.layout, layout, found.dict_rest, found.dictionary.name, record, tmp,
+                              lang_dict)
+        write_lang_pairs(found.lang_pairs_file, report["lang_pairs"], found.new_langs, tmp)
+        report |= commands_section(state, found.layout, layout, report["lang_pairs"], out_dir)
         report |= outputs_section(tmp)
         report["wall_s"] = round(time.monotonic() - t0, 2)
         checkpoint = publish(tmp, report, out_dir)

@@ -1,21 +1,27 @@
-"""The write stage: the upgraded model directory (checkpoint, dictionaries, tokenizer, `langs.txt`,
-upgrade.json), built beside its final place and renamed when complete. It contributes upgrade.json's
-`record` and `outputs`."""
+"""The write stage: the upgraded model directory (checkpoint, dictionaries in the input's layout, tokenizer,
+`langs.txt`, upgrade.json), built beside its final place and renamed when complete. It contributes upgrade.json's
+`record`, `layout`, `commands` and `outputs`."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import sha256_file, write_json_atomic
+from mmt_upgrade.core.paths import PLUGIN_DIR
 from mmt_upgrade.core.record import TASK_STATE_KEY, UPGRADE_JSON, NewParameterRecord
-from mmt_upgrade.core.vocab import VocabularyUpgrade
+from mmt_upgrade.core.symbols import SymbolLayout
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
+from mmt_upgrade.pipeline.upgrade.languages import LANG_DICT, MODEL_DICT
 
 CHECKPOINT = "checkpoint.pt"
+SPM_MODEL = "spm.model"  # the one SentencePiece model of every vocabulary mode (extend: the merged model)
+DATA_DICT = "data_dict.txt"  # M2M-style outputs: the pieces without language tokens, for fairseq-preprocess
 
 
 def check_out_dir(out_dir: Path, checkpoint: Path) -> Path:
@@ -36,8 +42,28 @@ def temp_dir(out_dir: Path) -> Path:
     return tmp
 
 
-def write_model(state: dict[str, Any], vocab: VocabularyUpgrade, langs: Sequence[str], record: NewParameterRecord,
-                tmp: Path) -> dict[str, Any]:
+def dictionary_text(symbols: Sequence[str], counts: Mapping[str, str]) -> str:
+    """fairseq dictionary lines: a symbol the input file held keeps its count column, a new one counts 1."""
+    return "".join(f"{x} {counts.get(x, '1')}\n" for x in symbols)
+
+
+def write_dictionaries(old: SymbolLayout, new: SymbolLayout, dict_rest: Sequence[str], input_name: str,
+                       tmp: Path) -> None:
+    """`dict.txt` (the model dictionary: the file fairseq loads, `--fixed-dictionary` where the input had one), a
+    copy per language (the directory doubles as the DATA argument of fairseq-interactive), a copy under the input
+    file's name (NLLB's `dictionary.txt`, M2M's `model_dict.128k.txt`) and, where the input's file held the
+    language tokens (M2M), `data_dict.txt`: the pieces only, for binarizing."""
+    counts = dict(zip(old.dict_symbols, dict_rest))
+    text = dictionary_text(new.dict_symbols, counts)
+    names = [MODEL_DICT] + [f"dict.{x}.txt" for x in new.langs] + ([input_name] if input_name != MODEL_DICT else [])
+    for name in names:
+        (tmp / name).write_text(text, encoding="utf-8")
+    if old.langs_in_file:
+        (tmp / DATA_DICT).write_text(dictionary_text(new.pieces, counts), encoding="utf-8")
+
+
+def write_model(state: dict[str, Any], old: SymbolLayout, new: SymbolLayout, dict_rest: Sequence[str],
+                input_name: str, record: NewParameterRecord, tmp: Path, lang_dict: bool) -> dict[str, Any]:
     """The checkpoint and dictionaries into `tmp`; returns upgrade.json's `record`."""
     state.setdefault("task_state", {})[TASK_STATE_KEY] = record.to_dict()
     # Adam moments of the old shapes cannot be resumed; --finetune-from-model starts a new optimizer.
@@ -48,11 +74,47 @@ def write_model(state: dict[str, Any], vocab: VocabularyUpgrade, langs: Sequence
         state["extra_state"]["previous_training_time"] = 0.0
     state["task_state"].pop("target_tokens", None)
     torch.save(state, tmp / CHECKPOINT)
-    (tmp / "dict.txt").write_text("".join(f"{p} 1\n" for p in vocab.pieces), encoding="utf-8")
-    for lang in langs:  # the directory doubles as the DATA argument of fairseq-interactive
-        shutil.copyfile(tmp / "dict.txt", tmp / f"dict.{lang}.txt")
-    (tmp / "langs.txt").write_text(",".join(langs) + "\n")
+    write_dictionaries(old, new, dict_rest, input_name, tmp)
+    (tmp / "langs.txt").write_text(",".join(new.langs) + "\n")
+    if lang_dict:  # the input's list was a file (--lang-dict, --langs-file): one code per line, as fairseq reads it
+        (tmp / LANG_DICT).write_text("".join(f"{x}\n" for x in new.langs), encoding="utf-8")
     return {"record": record.to_dict()}
+
+
+def commands_section(state: dict[str, Any], old: SymbolLayout, new: SymbolLayout, pairs: Sequence[str],
+                     out_dir: Path) -> dict[str, Any]:
+    """upgrade.json's `layout` (of the input and the output) and `commands`: fairseq-interactive on raw text through the one SentencePiece model (`spm.model`),
+    and fairseq-generate on a data-bin binarized with `dict.txt` (`{data_bin}`), for the last direction (a new
+    language's where there is one); other directions change `--lang-pairs`, `-s` and `-t`."""
+    task = checkpoint_task_cfg(state)
+    src, tgt = pairs[-1].split("-") if pairs else (new.langs[0], new.langs[-1])
+    flags = ["--user-dir", str(PLUGIN_DIR), "--task", "upgrade_translation", "--langs", ",".join(new.langs),
+             "--lang-pairs", f"{src}-{tgt}", "-s", src, "-t", tgt, "--lang-tok-style", new.style]
+    if task.get("encoder_langtok"):
+        flags += ["--encoder-langtok", task["encoder_langtok"]]
+    if task.get("decoder_langtok"):
+        flags.append("--decoder-langtok")
+    if task.get("fixed_dictionary"):
+        flags += ["--fixed-dictionary", str(out_dir / MODEL_DICT)]
+    if new.data_source_tags:
+        flags.append("--add-data-source-prefix-tags")
+    flags += ["--path", str(out_dir / CHECKPOINT), "--bpe", "sentencepiece", "--sentencepiece-model",
+              str(out_dir / SPM_MODEL), "--beam", "5"]
+    return {"layout": {"input": old.describe(), "output": new.describe()}, "commands": {
+        "direction": f"{src}-{tgt}",
+        "fairseq-interactive": shlex.join(["fairseq-interactive", str(out_dir), *flags]),
+        "fairseq-generate": shlex.join(["fairseq-generate", "{data_bin}", *flags, "--gen-subset", "test"]),
+    }}
+
+
+def write_lang_pairs(given: tuple[Path, list[str]] | None, pairs: Sequence[str], new_langs: Sequence[str],
+                     tmp: Path) -> None:
+    """The input's language-pairs file, under its name, with the new languages' directions appended."""
+    if given is None:
+        return
+    path, old = given
+    added = [p for p in pairs if set(p.split("-")) & set(new_langs) and p not in old]
+    (tmp / path.name).write_text(",".join(old + added) + "\n", encoding="utf-8")
 
 
 def outputs_section(tmp: Path) -> dict[str, Any]:
