@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from mmt_upgrade.core.errors import UserInputError
+
 
 def log(msg: str) -> None:
     print(f"[mmt-upgrade] {msg}", file=sys.stderr, flush=True)
@@ -52,3 +54,20 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_text_lines(file: Path, what: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file; a missing, empty or non-UTF-8 file is one error starting
+    with `what` (the flag, and the language it is for)."""
+    file = Path(file)
+    if not file.is_file():
+        raise UserInputError(f"{what}: file not found: {file}")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{what}: {file} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                             f"{e.start}); convert it, e.g. with iconv -t utf-8") from None
+    lines = [x for x in text.splitlines() if x.strip()]
+    if not lines:
+        raise UserInputError(f"{what}: {file} holds no text")
+    return lines

@@ -11,6 +11,8 @@ import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.fairseq_cfg import cfg_fields
+from mmt_upgrade.core.files import read_text_lines
+from mmt_upgrade.core.options import comma_list
 from mmt_upgrade.core.symbols import LANGTOK_STYLES, parse_lang_codes
 
 # fairseq pickles the legacy task arguments as a Namespace (the only non-tensor global it writes).
@@ -82,15 +84,8 @@ def checkpoint_model_cfg(state: dict[str, Any]) -> Any:
 
 def read_langs_file(path: Path, flag: str) -> list[str]:
     """A language list file: one code per line (fairseq's `--lang-dict`) or a comma list."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{flag}: file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserInputError(f"{flag}: {path} is not UTF-8 text") from None
-    return parse_lang_codes([x.strip() for line in text.splitlines() for x in line.split(",") if x.strip()],
-                            f"{flag} {path}")
+    lines = read_text_lines(path, flag)
+    return parse_lang_codes([x for line in lines for x in comma_list(line)], f"{flag} {path}")
 
 
 def checkpoint_langs(state: dict[str, Any], langs_file: Path | None = None) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.files import sha256_file, write_json_atomic
+from mmt_upgrade.core.files import read_text_lines, sha256_file, write_json_atomic
 from mmt_upgrade.core.languages import parse_lang_list
 from mmt_upgrade.core.record import UPGRADE_JSON
 from mmt_upgrade.core.symbols import SymbolLayout, read_dictionary_file
@@ -34,7 +34,7 @@ from mmt_upgrade.fairseq_io.models import (
     teacher_forced_logits,
 )
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, checkpoint_layout, read_checkpoint
-from mmt_upgrade.pipeline.upgrade.inputs import parse_lang_files, read_text_file
+from mmt_upgrade.pipeline.upgrade.inputs import parse_lang_files
 
 LOGPROB_TOLERANCE = 1e-5
 GROWTH_LOGPROB_TOLERANCE = 1e-4
@@ -230,7 +230,7 @@ def _old_model(args: argparse.Namespace) -> PreparedData | OldModelFiles:
         return PreparedData.open(Path(args.old_data))
     if not (args.dict and args.spm and args.dev_text):
         raise UserInputError("give --old-data, or --dict, --spm and --dev-text LANG=FILE (the old model's files)")
-    dev = {lang: read_text_file(file, "--dev-text", lang)
+    dev = {lang: read_text_lines(file, f"--dev-text {lang}")
            for lang, file in parse_lang_files(args.dev_text, "--dev-text").items()}
     return OldModelFiles(Path(args.dict), Path(args.spm), dev, Path(args.langs_file) if args.langs_file else None)
 

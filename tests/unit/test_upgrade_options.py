@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmt_upgrade.core.files import read_text_lines
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.core.record import UPGRADE_JSON, NewParameterRecord, size_flags_hint
@@ -17,7 +18,6 @@ from mmt_upgrade.fairseq_io.drivers import flags_to_argv
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.pipeline.upgrade import command
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
-from mmt_upgrade.pipeline.upgrade.inputs import read_text_file
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.verify import check_old_data
 
@@ -141,9 +141,9 @@ def test_a_text_file_that_is_not_utf8_names_the_flag_and_the_file(tmp_path):
     latin1 = tmp_path / "ko.txt"
     latin1.write_bytes("Città di Dio\n".encode("latin-1"))
     with pytest.raises(UserInputError, match=rf"^--text ko: {latin1} is not UTF-8 text \(byte 0xe0 at offset 4\)"):
-        read_text_file(latin1, "--text", "ko")
+        read_text_lines(latin1, "--text ko")
     latin1.write_text("Città di Dio\n\n", encoding="utf-8")
-    assert read_text_file(latin1, "--text", "ko") == ["Città di Dio"]
+    assert read_text_lines(latin1, "--text ko") == ["Città di Dio"]
 
 
 def test_verify_names_old_data_when_it_is_not_the_old_models(tmp_path):

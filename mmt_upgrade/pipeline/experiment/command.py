@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mmt_upgrade.core.options import comma_list
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.paths import runs_dir
 from mmt_upgrade.pipeline.experiment.run import run_experiment
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_run_names(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
+    names = comma_list(text)
     if not names:
         raise UserInputError("--runs: give run names, e.g. --runs naive,full")
     return names

@@ -18,8 +18,9 @@ from typing import Any, Mapping, Sequence
 import sentencepiece as spm
 import torch
 
+from mmt_upgrade.core.options import comma_list
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.files import sha256_file, sha256_text
+from mmt_upgrade.core.files import read_text_lines, sha256_file, sha256_text
 from mmt_upgrade.core.growth import check_architecture
 from mmt_upgrade.core.languages import check_extends, parse_lang_list
 from mmt_upgrade.core.paths import cache_dir
@@ -118,21 +119,6 @@ def parse_lang_files(items: Sequence[str], flag: str) -> dict[str, Path]:
     return out
 
 
-def read_text_file(file: Path, flag: str, lang: str) -> list[str]:
-    """The non-empty lines of a UTF-8 text file; a missing, empty or non-UTF-8 file is one error."""
-    if not file.is_file():
-        raise UserInputError(f"{flag} {lang}: file not found: {file}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{flag} {lang}: {file} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-                             f"{e.start}); convert it, e.g. with iconv -t utf-8") from None
-    lines = [x for x in text.splitlines() if x.strip()]
-    if not lines:
-        raise UserInputError(f"{flag} {lang}: {file} holds no text")
-    return lines
-
-
 def check_new_langs(new_langs: Sequence[str], old_langs: Sequence[str], checkpoint: Path) -> None:
     if new_langs:
         parse_lang_list(new_langs, "--new-langs")
@@ -144,7 +130,7 @@ def check_new_langs(new_langs: Sequence[str], old_langs: Sequence[str], checkpoi
 
 def _training_texts(inputs: UpgradeInputs, needed: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Given files first; needed languages without one take the Bible's text."""
-    texts = {lang: read_text_file(file, "--text", lang) for lang, file in inputs.text_files.items()}
+    texts = {lang: read_text_lines(file, f"--text {lang}") for lang, file in inputs.text_files.items()}
     sources = {lang: str(file.absolute()) for lang, file in inputs.text_files.items()}
     bible = inputs.bible or (BibleText.of(inputs.old_data, inputs.new_langs) if inputs.old_data else None)
     for lang in needed:
@@ -158,8 +144,8 @@ def _training_texts(inputs: UpgradeInputs, needed: Sequence[str]) -> tuple[dict[
 
 def read_lang_pairs_file(path: Path) -> tuple[Path, list[str]]:
     """A language-pairs file (comma- or line-separated `src-tgt`), checked before anything is written."""
-    text = read_text_file(path, "--lang-pairs-file", "pairs")
-    pairs = [x.strip() for line in text for x in line.split(",") if x.strip()]
+    text = read_text_lines(path, "--lang-pairs-file pairs")
+    pairs = [x for line in text for x in comma_list(line)]
     bad = [x for x in pairs if len(x.split("-")) != 2 or not all(x.split("-"))]
     if bad:
         raise UserInputError(f"--lang-pairs-file {path}: {bad[0]!r} is not a language pair (src-tgt)")
@@ -207,7 +193,7 @@ def resolve_inputs(inputs: UpgradeInputs, options: UpgradeOptions) -> ResolvedIn
     needed = new_langs + (old_langs if options.vocab_mode == "retrain" else [])
     texts, sources = _training_texts(inputs, needed)
     dev = old_data.texts("valid") if old_data else {}
-    dev |= {lang: read_text_file(file, "--dev-text", lang) for lang, file in inputs.dev_text_files.items()}
+    dev |= {lang: read_text_lines(file, f"--dev-text {lang}") for lang, file in inputs.dev_text_files.items()}
     missing_dev = [x for x in old_langs if not dev.get(x)]
     if missing_dev:
         raise UserInputError(f"no dev text for {', '.join(missing_dev)} to measure segmentation changes: "
