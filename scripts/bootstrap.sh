@@ -24,9 +24,9 @@ if ! "$VENV/bin/python" -c "import importlib.metadata as m; assert m.version('fa
   log "building fairseq-fixed==$FAIRSEQ_VERSION (no deps, no build isolation; a few minutes)"
   pip_install --no-deps --no-build-isolation "fairseq-fixed==$FAIRSEQ_VERSION"
 fi
-log "installing mmt-upgrade (editable)"
-pip_install --no-deps --no-build-isolation -e "$ROOT"
-"$VENV/bin/python" -c "import torch, fairseq, sentencepiece, sacrebleu, submitit" \
+log "installing mmt-upgrade (editable) with its extras [hf,ct2] (transformers, safetensors, ctranslate2)"
+pip_install --no-build-isolation -e "$ROOT[hf,ct2]" "torch==$TORCH_VERSION"
+"$VENV/bin/python" -c "import torch, fairseq, sentencepiece, sacrebleu, submitit, transformers, safetensors, ctranslate2" \
   || { echo "bootstrap: import check failed in $VENV" >&2; exit 1; }
 rm -f "$VENV"/.bootstrap-*
 touch "$STAMP"
