@@ -22,6 +22,10 @@ COMMANDS = (
      "plan, run (or resume) and report a matrix of upgrade runs"),
     ("report", "mmt_upgrade.pipeline.report", "report.md, report.json and plots of an experiment directory"),
     ("pipeline", "mmt_upgrade.pipeline.pipeline", "data -> train -> evaluate on a config (the main job)"),
+    ("import", "mmt_upgrade.pipeline.hf_import",
+     "a Hugging Face M2M-100/NLLB model directory as a fairseq model directory (checkpoint, dict, spm, langs)"),
+    ("export", "mmt_upgrade.pipeline.export.command",
+     "a fairseq model as a Hugging Face (--to hf) or CTranslate2 (--to ct2) model directory"),
     ("plugin-dir", "mmt_upgrade.pipeline.plugin_dir",
      "print the directory of the fairseq plugins, for fairseq-train --user-dir"),
 )

@@ -93,13 +93,15 @@ class ModelFiles:
         return load_model_in_layout(self.checkpoint, self.layout, self.dictionary, self.fixed_dictionary,
                                     self.tokenizer(), state)
 
-    def task_flags(self, src: str, tgt: str) -> list[str]:
-        """The flags fairseq-generate, -interactive and -train need for this model and one direction (raw text
-        through the SentencePiece model; the DATA argument needs `dict.<lang>.txt` copies of `dictionary`)."""
+    def task_flags(self, src: str, tgt: str, bpe: bool = True) -> list[str]:
+        """The flags fairseq-generate, -interactive and -train need for this model and one direction (`bpe`: raw
+        text through the SentencePiece model; off for a data-bin read with `--post-process sentencepiece`; the
+        DATA argument needs `dict.<lang>.txt` copies of `dictionary`)."""
         flags = ["--user-dir", str(PLUGIN_DIR), "--task", "upgrade_translation", "--langs", ",".join(self.langs),
                  "--lang-pairs", f"{src}-{tgt}", "-s", src, "-t", tgt, "--lang-tok-style", self.layout.style,
-                 "--encoder-langtok", "src", "--decoder-langtok", "--bpe", "sentencepiece",
-                 "--sentencepiece-model", str(self.spm)]
+                 "--encoder-langtok", "src", "--decoder-langtok"]
+        if bpe:
+            flags += ["--bpe", "sentencepiece", "--sentencepiece-model", str(self.spm)]
         if self.fixed_dictionary:
             flags += ["--fixed-dictionary", str(self.dictionary)]
         if self.layout.data_source_tags:

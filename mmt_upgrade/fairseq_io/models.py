@@ -146,6 +146,9 @@ def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
     tokens = torch.tensor([[eos, m.langtok(tgt_lang)]]).repeat(bsz, 1)
     done = torch.zeros(bsz, dtype=torch.bool)
     state: dict = {}
+    # An incremental decoder reads only the last token of each call: `</s>` gets its own step, as in
+    # fairseq-generate (step 0 feeds `</s>`, the forced `__tgt__` follows), else its keys never enter the cache.
+    m.model.decoder(tokens[:, :1], encoder_out=enc, incremental_state=state)
     for _ in range(max_len):
         logits, _ = m.model.decoder(tokens, encoder_out=enc, incremental_state=state)
         step = logits[:, -1].float()

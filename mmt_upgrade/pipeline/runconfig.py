@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mmt_upgrade.core.config_files import read_config_tree
+from mmt_upgrade.core.decoding import BACKENDS, CT2_QUANTIZATIONS
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.lr_scaling import LrScaleOptions
 from mmt_upgrade.core.options import OptionGroup, option
 from mmt_upgrade.core.paths import runs_dir
-from mmt_upgrade.core.precision import PrecisionOptions
+from mmt_upgrade.core.precision import CPU_BF16_CHOICES, PrecisionOptions
 from mmt_upgrade.core.sampling import SamplingOptions
 from mmt_upgrade.fairseq_io.distiller import DistillOptions
 from mmt_upgrade.pipeline.data.bible import SPLITS
@@ -30,10 +31,18 @@ class EvalOptions(OptionGroup):
     max_tokens: int = option(6000, "generation batch size in tokens")
     split: str = option("test", "the split translated and scored", choices=SPLITS)
     new_langs: list[str] = option([], "languages reported as the \"new\" group")
+    backend: str = option("fairseq", "who translates: fairseq (fairseq-generate) or ct2 (CTranslate2, faster on CPU: "
+                          "an export cached beside the checkpoint; needs mmt-upgrade[ct2])", choices=BACKENDS)
+    ct2_quantization: str = option("int8", "ct2 backend: the export's weight type", choices=CT2_QUANTIZATIONS)
+    ct2_threads: int = option(0, "ct2 backend: CPU threads (0: CTranslate2's default)")
+    cpu_bf16: str = option("auto", "fairseq backend: fairseq-generate's --cpu-bf16 (auto: bf16 autocast where the "
+                           "CPU has native bf16; never: float32, what ct2 float32 reproduces)", choices=CPU_BF16_CHOICES)
 
     def check(self) -> None:
         if self.beam < 1 or self.max_tokens < 1:
             raise UserInputError(f"beam ({self.beam}) and max_tokens ({self.max_tokens}) must be positive")
+        if self.ct2_threads < 0:
+            raise UserInputError(f"ct2_threads ({self.ct2_threads}) must not be negative")
 
 
 @dataclass
