@@ -8,12 +8,16 @@ Run directory (`mmt-upgrade train`, `pipeline`, one run of an experiment):
     eval/results.json              `mmt-upgrade evaluate` / `pipeline`
     evals/<updates>/point.json     an experiment's evaluation of one checkpoint (7-digit updates, or `best`),
                                    beside evaluate's results.json and translations/
+    evals/final/point.json         the final checkpoint on the experiment's final test set (when it has one)
     result.json                    an experiment run's result: written when its curve is complete
 
 Experiment directory:
     plan.json                      the resolved plan (every run's upgrade options and fairseq command)
     upgrades/<key>/                one upgraded model per distinct set of upgrade options (shared by runs)
     upgrades/<key>.eval/           the upgraded model before training (update 0), shared by its runs
+                                   (`<key>.eval-valid/` for runs evaluated on the dev split)
+    references/<split>-<n>/        the reference lines of a test set (`<src>-<tgt>.<tgt>`; n: per direction
+                                   or `all`), beside which the finals' translations are kept
     old_model/                     the old model's result directory (evals/best/, result.json); it trains once,
                                    in the runs directory, and is reused by every experiment
     runs/<run>/                    each run's run directory
@@ -84,6 +88,11 @@ class RunDir:
         """evals/<updates> (seven digits, so they sort), or evals/best for checkpoint_best.pt."""
         return self.evals / (f"{updates:07d}" if updates is not None else "best")
 
+    @property
+    def final_eval(self) -> Path:
+        """evals/final: the final checkpoint on the final test set."""
+        return self.evals / "final"
+
     def points(self) -> list[Path]:
         return sorted(self.evals.glob(f"*/{POINT}"))
 
@@ -107,8 +116,13 @@ class ExperimentDir:
     def upgrade(self, key: str) -> Path:
         return self.root / "upgrades" / key
 
-    def upgrade_eval(self, key: str) -> Path:
-        return self.root / "upgrades" / f"{key}.eval"
+    def upgrade_eval(self, key: str, split: str = "") -> Path:
+        """The upgraded start's evaluation; `split`: another split than the experiment's (the dev sweep)."""
+        return self.root / "upgrades" / (f"{key}.eval-{split}" if split else f"{key}.eval")
+
+    def references(self, split: str, pairs: int) -> Path:
+        """The references of a test set: `split`, `pairs` sentences per direction (0: the whole split)."""
+        return self.root / "references" / f"{split}-{pairs or 'all'}"
 
     @property
     def old_model(self) -> RunDir:

@@ -98,7 +98,7 @@ def train(cfg: RunConfig, data: PreparedData, run_dir: Path) -> Path:
     return run.best
 
 
-def run_training(argv: Sequence[str], data: PreparedData, run_dir: Path) -> TrainDone:
+def run_training(argv: Sequence[str], data: PreparedData, run_dir: Path, launch: Sequence[str] = ()) -> TrainDone:
     """Train, resume, or skip when this exact command already finished; returns the run's train_done record.
 
     A changed command (say, more updates) resumes from checkpoint_last.pt instead of skipping. Raises
@@ -122,7 +122,7 @@ def run_training(argv: Sequence[str], data: PreparedData, run_dir: Path) -> Trai
         fairseq_argv = guarded_argv(argv, start_clock(argv, run))
         log(f"train: fairseq-train {' '.join(fairseq_argv)}")
         log(f"train: log in {run.train_log}")
-        run_fairseq_train(fairseq_argv)
+        run_fairseq_train(fairseq_argv + list(launch))  # `launch`: a data-parallel task's flags, not recorded
         reached = checkpoint_num_updates(run.last)
     if planned and reached < planned:
         guard = f" ({GUARD} {_flag(argv, GUARD)} is set: the time guard)" if GUARD in argv else ""

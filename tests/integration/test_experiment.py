@@ -140,10 +140,16 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
     plans = build_plan(ExperimentConfig.load("tiny_upgrade", KD_SHARED[1::2]), out, prepare=False).runs
     assert progress(plans["naive"]) == "update 20/20, 3 evaluation(s) done"
     assert progress(plans["scratch"]) == "update 20/20, 2 evaluation(s) done"
-    assert report["headline"]["run"] == "full" and report["headline"]["reference"] == "scratch"
-    assert [s["step"] for s in report["ladder"]] == ["full"] and report["ladder"][0]["over"] == "naive"
+    assert report["references"] == {"scratch": "scratch", "continue": None}
+    steps = [c for c in report["comparisons"] if c["kind"] == "step"]
+    assert {(c["a"], c["b"]) for c in steps} == {("full", "naive")} and all("p_value" in c for c in steps)
+    # every number can be recomputed: the finals' translations and their references are kept
+    final = full.final_scored
+    assert final.references and (exp.run("full").root / final.references / "en-it.it").exists()
+    assert (exp.run("full").root / final.eval_dir / "translations" / "test.en-it.it").exists()
     md = (out / "report.md").read_text()
-    assert "(a) new directions" in md and "(b) old directions" in md and "(c) `full` over `naive`" in md
+    assert "(a) new directions" in md and "(b) `full` forgetting vs the old model" in md
+    assert "(c) cumulative step `full` − `naive`, new: " in md
     for png in ("curves.png", "forgetting.png"):
         assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every technique really reached fairseq, read from its training interval lines (updates 10 and 20):

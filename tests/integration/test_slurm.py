@@ -5,21 +5,27 @@ Skips, saying why, only where the Debian packages `slurmctld slurmd slurm-client
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from mmt_upgrade.pipeline.experiment.plan import RunPlan
+from mmt_upgrade.pipeline.experiment.runner import ClusterOptions, TrainingJob, make_executor
 from mmt_upgrade.pipeline.records import read_json
-from mmt_upgrade.pipeline.rundir import ExperimentDir
+from mmt_upgrade.pipeline.runconfig import EvalOptions
+from mmt_upgrade.pipeline.rundir import ExperimentDir, RunDir
 
-from ..conftest import BIN, REPO_ROOT
+from ..conftest import BIN, REPO_ROOT, tiny_train_argv
 from .test_experiment import write_config
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo")
@@ -119,3 +125,74 @@ def test_tiny_experiment_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
     # Resubmitting the finished experiment runs nothing.
     again = subprocess.run(proc.args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "submitted job" not in again.stderr, again.stderr[-3000:]
+
+
+# Data-parallel runs on the cluster: one SLURM job with two tasks (srun starts both; `TrainingJob` gives each its
+# fairseq flags), 24 updates, evaluated every 8. Dropout off, so an interrupted run must equal an uninterrupted one.
+DDP_UPDATES, DDP_EVERY = 24, 8
+
+
+def _ddp_plan(data, root: Path) -> RunPlan:
+    run = RunDir(root)
+    flags = {"max-update": DDP_UPDATES, "save-interval-updates": DDP_EVERY, "keep-interval-updates": -1,
+             "dropout": 0, "max-tokens": 1000, "log-interval": 1}
+    argv = tiny_train_argv(data, run.checkpoints, **flags) + ["--log-file", str(run.train_log)]
+    return RunPlan(name=root.name, run_dir=root, train_argv=argv, train_data=data.root, eval_data=data.root,
+                   max_update=DDP_UPDATES, eval_every=DDP_EVERY, evaluation=EvalOptions(beam=1, max_tokens=4000))
+
+
+def _submit_two_tasks(plan: RunPlan, folder: Path, monkeypatch, slurm_env: dict[str, str]):
+    monkeypatch.setenv("SLURM_CONF", slurm_env["SLURM_CONF"])
+    options = ClusterOptions(cluster="slurm", partition="test", tasks_per_node=2, cpus_per_task=1, timeout_min=30)
+    return make_executor(options, folder).submit(TrainingJob(), plan)
+
+
+def _curve(result) -> list[str]:
+    """A result's evaluation points (updates, target tokens, every score) without their wall times."""
+    return [json.dumps(asdict(p) | {"train_wall_s": None}, sort_keys=True, default=str) for p in result.curve]
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(slurm_cluster, tiny_data, tmp_path_factory):
+    """An uninterrupted two-task SLURM run: its result, plan and job."""
+    root = tmp_path_factory.mktemp("ddp-ref")
+    plan = _ddp_plan(tiny_data, root / "run")
+    with pytest.MonkeyPatch.context() as mp:
+        job = _submit_two_tasks(plan, root / "jobs", mp, slurm_cluster)
+        results = job.results()
+    return results, plan, job, root / "jobs"
+
+
+def test_a_two_task_slurm_job_trains_data_parallel_and_rank_0_reports(ddp_reference):
+    results, plan, job, jobs = ddp_reference
+    assert results[1] is None  # rank 1 only trained
+    assert results[0].trained_updates == DDP_UPDATES
+    assert [p.updates for p in results[0].curve] == [8, 16, 24]
+    logs = [(jobs / f"{job.job_id}_{rank}_log.err").read_text() for rank in (0, 1)]
+    assert "distributed init (rank 1): tcp://127.0.0.1:" in logs[1], logs[1][-3000:]
+    text = plan.train_files.train_log.read_text()
+    assert "'distributed_world_size': 2" in text and "num_updates=24" in text
+
+
+def test_a_preempted_two_task_job_is_requeued_and_resumes_to_the_same_result(ddp_reference, tiny_data, tmp_path,
+                                                                             monkeypatch, slurm_cluster):
+    """USR2 (what SLURM sends before preemption, `--signal=USR2@90`) mid-training: submitit's rank 0
+    requeues the job (`scontrol requeue`), fairseq resumes from checkpoint_last.pt, and the run ends at its
+    --max-update with the evaluation points of the uninterrupted run: none missing, none twice."""
+    plan = _ddp_plan(tiny_data, tmp_path / "run")
+    job = _submit_two_tasks(plan, tmp_path / "jobs", monkeypatch, slurm_cluster)
+    log_file, deadline = plan.train_files.train_log, time.monotonic() + 600
+    while not (log_file.exists() and re.search(r"num_updates=1[2-9]\b", log_file.read_text())):
+        assert time.monotonic() < deadline and not job.done(), "the job never reached update 12"
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], env=slurm_cluster, check=True)
+    results = job.results()
+    err = (tmp_path / "jobs" / f"{job.job_id}_0_log.err").read_text()  # rank 0, both attempts (append mode)
+    assert "Requeued job" in err, err[-3000:]
+    assert re.search(r"Loaded checkpoint .*checkpoint_last\.pt \(epoch \d+ @ (8|16) updates\)", err), err[-3000:]
+    assert results[0].trained_updates == DDP_UPDATES
+    reference = ddp_reference[0][0]
+    assert [p.updates for p in results[0].curve] == [8, 16, 24]
+    assert _curve(results[0]) == _curve(reference)
+    assert sorted(p.name for p in plan.out.evals.iterdir()) == sorted(
+        p.name for p in ddp_reference[1].out.evals.iterdir())

@@ -11,7 +11,8 @@ from mmt_upgrade.cli import main
 from mmt_upgrade.core.languages import DEFAULT_HELDOUT_LANGS
 from mmt_upgrade.core.paths import CONFIG_DIR
 from mmt_upgrade.pipeline.data.prepare import DataConfig
-from mmt_upgrade.pipeline.experiment.plan import build_plan, new_data_config, upgrade_argv
+from mmt_upgrade.pipeline.experiment.plan import build_plan, upgrade_argv
+from mmt_upgrade.pipeline.experiment.prepare import new_data_config
 from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
 
 TINY = str(CONFIG_DIR / "tiny_upgrade.yaml")
@@ -120,3 +121,73 @@ def test_an_experiments_upgrade_seed_reaches_growth_and_the_printed_command(tmp_
     assert "--seed 7" in " ".join(upgrade_argv(grown))
     assert f"upgrade {plan.run_upgrade['full']}: mmt-upgrade upgrade" in plan.describe()
     assert set(plan.upgrades).isdisjoint(default.upgrades)  # another seed is another upgrade directory
+
+
+def argv_flags(argv: list[str]) -> dict[str, str | None]:
+    """`--flag value` pairs of a command (a bare flag: None)."""
+    out: dict[str, str | None] = {}
+    for i, x in enumerate(argv):
+        if x.startswith("--"):
+            out[x[2:]] = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+    return out
+
+
+def test_the_evidence_experiment_plans_its_references_seeds_and_ablations(tmp_path):
+    cfg = ExperimentConfig.load("bible_evidence")
+    plan = build_plan(cfg, tmp_path / "exp", prepare=False)
+    runs = {name: argv_flags(r.train_argv) for name, r in plan.runs.items()}
+    assert [n for n in plan.runs if "@" in n] == ["continue@s1", "continue@s2", "naive@s1", "naive@s2", "full@s1",
+                                                  "full@s2"]
+    assert (runs["full@s1"]["seed"], runs["full@s2"]["seed"]) == ("1", "2")
+    assert plan.runs["full@s2"].group == "full" and plan.runs["full@s2"].seed == 2
+    # scratch: the old model's recipe and budget (its warm-up, batch, 2,600 updates), full's size, every 325
+    old = argv_flags(plan.old.train_argv)
+    assert {k: runs["scratch"][k] for k in ("warmup-updates", "max-tokens", "max-update", "lr")} == {
+        k: old[k] for k in ("warmup-updates", "max-tokens", "max-update", "lr")}
+    assert runs["scratch"]["encoder-layers"] == runs["full@s1"]["encoder-layers"] == "5"
+    assert plan.runs["scratch"].eval_every == 325 and "stop-time-hours" not in runs["scratch"]
+    # continue: the old model, its languages, the upgrades' recipe and updates; no new group
+    c = plan.runs["continue@s1"]
+    assert runs["continue@s1"]["finetune-from-model"] == str(tmp_path / "runs/old_model/checkpoints/checkpoint_best.pt")
+    assert runs["continue@s1"]["langs"] == "en,es,fr,de,ru" and c.evaluation.new_langs == []
+    for k in ("max-update", "warmup-updates", "max-tokens", "lr"):
+        assert runs["continue@s1"][k] == runs["naive@s1"][k]
+    assert c.start_checkpoint == tmp_path / "runs/old_model/checkpoints/checkpoint_best.pt"
+    assert c.start_eval_dir == tmp_path / "exp/old_model/evals/best"  # the old model's own curve-sample score
+    # finals: the whole test split at beam 5; curves on 200 sentences, greedy
+    assert (plan.runs["full@s1"].final_evaluation.beam, plan.runs["full@s1"].evaluation.beam) == (5, 1)
+    assert plan.runs["full@s1"].references == tmp_path / "exp/references/test-all"
+    assert plan.old.final_evaluation.beam == 5
+    # leave-one-out: null takes the inherited flag out; distill: false the distillation
+    assert "lr-scale-old" not in runs["-lr"] and runs["-lr"]["optimizer"] == "adam"
+    assert "upsample-langs" not in runs["-upsample"] and runs["-upsample"]["criterion"] == "cross_vocab_distillation"
+    assert plan.aliases == {"-distill": "+upsample"} and "-distill" not in plan.runs
+    # the dev sweep: scored on valid, no final, its own update-0 directory
+    sweep = plan.runs["kd-shared-w5"]
+    assert sweep.evaluation.split == "valid" and sweep.final_evaluation is None
+    assert sweep.start_eval_dir.name.endswith(".eval-valid")
+    assert (runs["kd-shared-w5"]["kd-method"], runs["kd-shared-w5"]["kd-weight"]) == ("shared", "5.0")
+    # --runs by run name selects every seed
+    assert list(build_plan(cfg, tmp_path / "exp", prepare=False, only=["full"]).runs) == ["full@s1", "full@s2"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["runs.naive.seeds=[1,1]"], "run naive: seeds: seeds repeat a value"),
+    (["runs.naive.seeds=[0]"], "seeds must be a list of positive integers"),
+    (["runs.c.start=continue", "runs.c.upgrade.init=unk"], "run c starts from continue: it has no upgrade"),
+    (["runs.c.start=continue", "runs.c.train.upsample-langs=it"], "run c: train: --upsample-langs: it not in --langs "
+                                                                   "(en,es,fr)"),
+    (["runs.naive.recipe=mine"], "run naive: recipe must be one of experiment, old"),
+    (["runs.naive.ablation=leave-one-out"], "ablation leave-one-out compares the run with its base; set `base`"),
+    (["runs.naive.split=dev"], "run naive: split must be one of train, valid, test"),
+    (["evaluate.final_max_pairs=-2"], "final_max_pairs"),
+])
+def test_seeds_starts_and_roles_are_checked(capsys, tmp_path, sets, message):
+    assert message in dry_run_error(capsys, tmp_path, TINY, *sets)
+
+
+def test_the_default_experiment_keeps_its_commands_without_a_separate_final(tmp_path):
+    plan = build_plan(ExperimentConfig.load("bible_upgrade"), tmp_path / "exp", prepare=False)
+    assert not plan.aliases and list(plan.runs) == ["scratch", "naive", "+init", "+grow", "+lr", "+upsample", "full"]
+    assert all(r.final_evaluation is None and r.seed is None for r in plan.runs.values())
+    assert plan.runs["scratch"].max_update == 600 and plan.runs["full"].references == tmp_path / "exp/references/test-100"

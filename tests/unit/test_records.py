@@ -33,7 +33,7 @@ def test_a_run_result_round_trips_through_its_file(tmp_path):
                        curve=[point(0, 1.0, 0), point(20, 10.5), point(40, 20.25, None)])
     write_record(tmp_path / "result.json", result)
     data = json.loads((tmp_path / "result.json").read_text())
-    assert data["format"] == "run-result/2" and data["curve"][1]["format"] == "curve-point/1"
+    assert data["format"] == "run-result/3" and data["curve"][1]["format"] == "curve-point/2"
     assert read_record(RunResult, tmp_path / "result.json") == result
     assert result.final == point(40, 20.25, None)
 
@@ -42,6 +42,28 @@ def test_a_curve_point_keeps_where_its_tokens_come_from():
     estimated = CurvePoint(**{**point(20, 3.0).__dict__, "target_tokens_from": TRAIN_LOG})
     assert CurvePoint.from_json(estimated.to_json()) == estimated
     assert CurvePoint.from_json(estimated.to_json()).target_tokens_from == "train.log"
+
+
+def test_a_final_point_its_files_and_train_stats_round_trip(tmp_path):
+    results = {"split": "test", "beam": 5,
+               "groups": {"new": {"chrfpp": 20.0, "bleu": 3.0, "spbleu": 4.0}},
+               "directions": {"en-it": {"chrfpp": 20.0, "bleu": 3.0, "n": 1137}, "it-en": {"chrfpp": 21.0,
+                                                                                          "bleu": 4.0, "n": 1130}},
+               "baseline_groups": {"copy_source": {"new": {"chrfpp": 11.0, "bleu": 0.5, "spbleu": 0.1}}}}
+    final = CurvePoint.scored(40, 900, 12.0, results)
+    assert (final.split, final.beam, final.sentences) == ("test", 5, 1137)
+    assert final.baselines == {"copy_source": {"new": Scores(11.0, 0.5)}}
+    final = CurvePoint(**{**final.__dict__, "eval_dir": "evals/final", "references": "../../references/test-all"})
+    result = RunResult(name="full@s2", argv=ARGV, planned_updates=40, trained_updates=40,
+                       curve=[point(0, 1.0, 0), point(40, 20.25)], final_point=final,
+                       train_stats=[{"num_updates": 20.0, "loss": 5.1, "kd_loss": 0.2}])
+    write_record(tmp_path / "result.json", result)
+    back = read_record(RunResult, tmp_path / "result.json")
+    assert back == result and back.final_scored == final and back.final == point(40, 20.25)
+    assert back.final_point.eval_dir == "evals/final"
+    v2 = {k: v for k, v in result.to_json().items() if k not in ("final_point", "train_stats")}
+    older = RunResult.from_json({**v2, "format": "run-result/2"})
+    assert older.final_point is None and older.final_scored == point(40, 20.25) and older.train_stats == []
 
 
 def test_a_curve_point_from_an_evaluation_keeps_chrfpp_and_bleu_only():
@@ -73,7 +95,7 @@ def test_train_done_is_finished_only_at_its_planned_updates():
 
 
 @pytest.mark.parametrize("record, data", [
-    (RunResult, {"format": "run-result/3", "name": "x", "argv": [], "curve": []}),
+    (RunResult, {"format": "run-result/4", "name": "x", "argv": [], "curve": []}),
     (CurvePoint, {"format": "point/1", "updates": 1}),
     (TrainDone, {"format": "train-done/9"}),
 ])

@@ -1,129 +1,202 @@
-"""The report's logic on hand-made curves: when a run first reaches the scratch run's final chrF++, at which
-fraction of its compute, the verdict of each ladder step, and the headline written from the result files."""
+"""The report on a hand-made experiment directory: result files, kept translations and references. Which
+comparisons it states, their verdicts from sacrebleu's paired bootstrap (with seeds), forgetting against
+`continue` and the old model, the iso-quality readings on scratch's curve, the dev sweep, and that it is
+written from the files alone."""
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 
 import pytest
 
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.files import write_json_atomic
+from mmt_upgrade.core.files import write_json_atomic, write_text_atomic
+from mmt_upgrade.core.significance import SentenceStats
 from mmt_upgrade.pipeline.records import CurvePoint, RunResult, Scores, write_record
-from mmt_upgrade.pipeline.report import (
-    NOISE,
-    compute_fraction,
-    effect,
-    first_reaching,
-    summarize_experiment,
-    write_report,
-)
+from mmt_upgrade.pipeline.report import write_report
+from mmt_upgrade.pipeline.report.load import load_experiment
+from mmt_upgrade.pipeline.report.significance import seed_pairs
+from mmt_upgrade.pipeline.report.summary import plan_comparisons, summarize_experiment
 from mmt_upgrade.pipeline.rundir import ExperimentDir
 
-
-def pt(updates: int, new: float, old: float, tokens: int | None, wall: float, all_: float | None = None) -> CurvePoint:
-    scores = {"new": Scores(new, new / 4), "old": Scores(old, old / 4)}
-    scores["all"] = Scores(all_ if all_ is not None else (new + old) / 2, 1.0)
-    return CurvePoint(updates=updates, target_tokens=tokens, train_wall_s=wall, groups=scores,
-                      directions={"en-it": scores["new"], "en-es": scores["old"]})
+OLD_DIRS, NEW_DIRS = ["es-en", "en-es"], ["it-en", "en-it"]
+WORDS = "the of and to in he that shall unto for his a lord they be is him not them with all".split()
+N = 80  # test sentences per direction
 
 
-def run(name: str, *curve: CurvePoint) -> RunResult:
-    top = max(p.updates for p in curve)
-    return RunResult(name=name, argv=["--max-update", str(top)], planned_updates=top, trained_updates=top,
-                     curve=list(curve))
+def refs(direction: str) -> list[str]:
+    rng = random.Random(direction)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(5, 14))) for _ in range(N)]
 
 
-# scratch ends at new 20.0 / all 30.0 after 200 updates, 2,000 target tokens, 100 s.
-SCRATCH = run("scratch", pt(100, 10.0, 30.0, 1000, 50.0), pt(200, 20.0, 40.0, 2000, 100.0))
-# full (listed out of order on purpose) first reaches new 20.0 at update 100 (20.0 >= 20.0), all 30.0 at 150.
-FULL = run("full", pt(150, 24.0, 37.0, 1200, 45.0), pt(0, 2.0, 30.0, 0, 0.0), pt(50, 19.9, 36.0, 400, 15.0),
-           pt(100, 20.0, 39.0, 800, 30.0), pt(200, 26.0, 38.0, 1600, 60.0))
-NAIVE = run("naive", pt(0, 1.0, 20.0, 0, 0.0), pt(200, 25.7, 38.3, 1600, 55.0))
-OLD = RunResult(name="old_model", argv=["--max-update", "2600"], planned_updates=2600, trained_updates=2600,
-                curve=[pt(1950, 0.0, 0.0, 9_000_000, 3000.0, all_=41.0)])
-SPECS = {"scratch": {"start": "scratch", "base": ""}, "naive": {"start": "", "base": ""},
-         "+lr": {"start": "", "base": "naive"}, "full": {"start": "", "base": "+lr"}}
-EVAL = {"every": 50, "split": "test", "max_pairs": 200, "beam": 2, "max_tokens": 6000, "at_start": True}
-PLAN = {"format": "plan/1", "config": {"name": "hand", "runs": SPECS, "evaluate": EVAL},
-        "runs": {name: {} for name in SPECS}}
+def hyps(direction: str, rate: float, seed: int) -> list[str]:
+    """The references with each word replaced at `rate`: the lower the rate, the better the system."""
+    rng = random.Random(f"{direction}/{seed}")
+    return [" ".join(w if rng.random() > rate else rng.choice(WORDS) for w in line.split()) for line in refs(direction)]
 
 
-def test_first_reaching_is_the_earliest_update_at_or_above_the_target():
-    assert first_reaching(FULL.curve, "new", 20.0).updates == 100  # not 150, listed first; 19.9 at 50 is below
-    assert first_reaching(FULL.curve, "all", 30.0).updates == 150  # (24 + 37) / 2 = 30.5; at 100: 29.5
-    assert first_reaching(FULL.curve, "new", 26.01) is None
+def pt(updates: int, new: float, old: float, tokens: int, wall: float, **extra) -> CurvePoint:
+    groups = {"old": Scores(old, old / 4), "all": Scores((new + old) / 2 if new else old, 1.0)}
+    groups |= {"new": Scores(new, new / 4)} if new else {}
+    return CurvePoint(updates=updates, target_tokens=tokens, train_wall_s=wall, groups=groups,
+                      directions={d: groups["new" if d in NEW_DIRS else "old"] for d in
+                                  (OLD_DIRS + NEW_DIRS if new else OLD_DIRS)}, **extra)
 
 
-def test_compute_fraction_divides_each_measure_and_leaves_unknowns_out():
-    assert compute_fraction(pt(100, 0, 0, 800, 30.0), SCRATCH.final) == {
-        "updates": 0.5, "target_tokens": 0.4, "train_wall_s": 0.3}
-    unknown = compute_fraction(pt(100, 0, 0, None, 30.0), pt(200, 0, 0, 0, 100.0))
-    assert unknown == {"updates": 0.5, "target_tokens": None, "train_wall_s": 0.3}
+# run -> (start, base, ablation, seeds, split, rates per direction kind {new, old})
+RUNS = {
+    "scratch": ("scratch", "", "", [None], "test", {"new": 0.7, "old": 0.7}),
+    "continue": ("continue", "", "", [1, 2], "test", {"old": 0.30}),
+    "naive": ("upgrade", "", "", [1, 2], "test", {"new": 0.6, "old": 0.45}),
+    "full": ("upgrade", "naive", "", [1, 2], "test", {"new": 0.2, "old": 0.30}),
+    "-init": ("upgrade", "full", "leave-one-out", [None], "test", {"new": 0.2, "old": 0.30}),
+    "kd-a": ("upgrade", "", "", [None], "valid", {"new": 0.3, "old": 0.3}),
+}
+OLD_RATE = 0.30
+SCRATCH_CURVE = [pt(100, 10.0, 10.0, 1000, 50.0), pt(200, 20.0, 20.0, 2000, 100.0)]
+FINAL_NEW = {"naive": 12.0, "full": 15.0, "-init": 14.0, "kd-a": 14.0, "continue": 0.0, "scratch": 20.0}
 
 
-@pytest.mark.parametrize("delta, verdict", [
-    (NOISE, "helps"), (NOISE - 0.01, "no clear effect"), (0.0, "no clear effect"),
-    (-(NOISE - 0.01), "no clear effect"), (-NOISE, "hurts"), (3.0, "helps"), (-3.0, "hurts"),
-])
-def test_effect_calls_differences_under_the_noise_level_no_clear_effect(delta, verdict):
-    assert effect(delta) == verdict
+def write_experiment(root: Path) -> ExperimentDir:
+    exp = ExperimentDir(root)
+    reference_dir = exp.root / "references" / "test-all"
+    for d in OLD_DIRS + NEW_DIRS:
+        write_text_atomic(reference_dir / f"{d}.{d.split('-')[1]}", "".join(x + "\n" for x in refs(d)))
+
+    def result(name: str, result_dir: Path, dirs: list[str], rate: dict[str, float], seed: int, curve: list[CurvePoint],
+               train_stats: list | None = None) -> None:
+        for d in dirs:
+            write_text_atomic(result_dir / "evals/final/translations" / f"test.{d}.{d.split('-')[1]}",
+                              "".join(x + "\n" for x in hyps(d, rate["new" if d in NEW_DIRS else "old"], seed)))
+        last = max(curve, key=lambda p: p.updates)
+        final = CurvePoint(**{**last.__dict__, "split": "test", "beam": 5, "sentences": N, "eval_dir": "evals/final",
+                              "references": str(Path("..") / ".." / "references" / "test-all") if "runs" in
+                              str(result_dir) else "../references/test-all"})
+        write_record(result_dir / "result.json", RunResult(name, ["--max-update", str(last.updates)], last.updates,
+                                                           last.updates, curve, final, train_stats or []))
+
+    result("old_model", exp.old_model.root, OLD_DIRS, {"old": OLD_RATE}, 0, [pt(2600, 0.0, 25.0, 9000, 3000.0)])
+    plan_runs, specs = {}, {}
+    for run, (start, base, ablation, seeds, split, rate) in RUNS.items():
+        specs[run] = {"start": start, "base": base, "ablation": ablation}
+        for seed in seeds:
+            name = f"{run}@s{seed}" if seed else run
+            plan_runs[name] = {"group": run, "seed": seed, "start": start, "evaluation": {"split": split}}
+            new = FINAL_NEW[run] + (0.5 if seed == 2 and start != "continue" else 0.0)
+            curve = SCRATCH_CURVE if run == "scratch" else [pt(0, 2.0, 24.0, 0, 0.0), pt(100, new, 25.5, 800, 30.0)]
+            stats = [{"num_updates": 50.0, "ce_loss": 6.0, "kd_loss": 0.2}] if run == "kd-a" else None
+            result(name, exp.run(name).root, OLD_DIRS + ([] if start == "continue" else NEW_DIRS), rate, seed or 1,
+                   curve, stats)
+    write_json_atomic(exp.plan, {"format": "plan/1", "runs": plan_runs, "aliases": {"-distill": "naive@s1"},
+                                 "config": {"name": "hand", "runs": {**specs, "-distill": {
+                                     "start": "", "base": "full", "ablation": "leave-one-out"}},
+                                            "new_langs": ["it"], "old": {"data": {"pivot": "en"}},
+                                            "evaluate": {"every": 100, "split": "test", "max_pairs": 200, "beam": 1,
+                                                         "max_tokens": 6000, "at_start": True,
+                                                         "final_max_pairs": 0, "final_beam": 5}}})
+    return exp
 
 
-def test_the_summary_headline_forgetting_and_ladder():
-    s = summarize_experiment(PLAN, OLD, {"scratch": SCRATCH, "naive": NAIVE, "full": FULL})
-    h = s["headline"]
-    assert (h["run"], h["reference"]) == ("full", "scratch")
-    assert h["reach_new"] == {"scratch_final_chrfpp": 20.0, "best_chrfpp": 26.0,
-                              "reached_at": {"updates": 100, "target_tokens": 800, "train_wall_s": 30.0},
-                              "fraction_of_scratch_compute": {"updates": 0.5, "target_tokens": 0.4,
-                                                              "train_wall_s": 0.3}}
-    assert h["reach_all"]["reached_at"]["updates"] == 150
-    assert h["reach_all"]["fraction_of_scratch_compute"] == {"updates": 0.75, "target_tokens": 0.6,
-                                                             "train_wall_s": 0.45}
-    # (b): full's final old-direction chrF++ minus the old model's (its `all`: it knows only old directions)
-    assert h["old_minus_old_model_chrfpp"] == pytest.approx(38.0 - 41.0)
-    assert s["runs"]["naive"]["forgetting_chrfpp"] == pytest.approx(38.3 - 41.0)
-    # (c): +lr was not run, so full is compared with naive, the step below it
-    [step] = s["ladder"]
-    assert (step["step"], step["over"]) == ("full", "naive")
-    assert step["delta_chrfpp"] == pytest.approx({"new": 0.3, "old": -0.3, "all": 0.0})
-    assert step["verdict"] == {"new": "no clear effect", "old": "no clear effect", "all": "no clear effect"}
-    assert s["missing_runs"] == ["+lr"]
-    assert s["old_model"]["updates"] == 1950 and s["old_model"]["trained_updates"] == 2600
-    assert s["runs"]["full"]["updates"] == 200 and s["runs"]["full"]["target_tokens"] == 1600
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory) -> dict:
+    exp = write_experiment(tmp_path_factory.mktemp("exp"))
+    return summarize_experiment(load_experiment(exp.root), n_samples=200)
 
 
-def test_a_run_that_never_reaches_scratch_has_no_fraction():
-    slow = run("full", pt(100, 5.0, 30.0, 800, 30.0), pt(200, 19.0, 38.0, 1600, 60.0))
-    s = summarize_experiment(PLAN, OLD, {"scratch": SCRATCH, "full": slow})
-    assert s["headline"]["reach_new"]["reached_at"] is None
-    assert s["headline"]["reach_new"]["fraction_of_scratch_compute"] is None
-    assert s["headline"]["reach_new"]["best_chrfpp"] == 19.0
+def comparison(s: dict, kind: str, a: str, b: str, group: str, metric: str = "chrfpp") -> dict:
+    [c] = [c for c in s["comparisons"] if (c["kind"], c["a"], c["b"], c["group"], c["metric"]) ==
+           (kind, a, b, group, metric)]
+    return c
 
 
-def test_the_report_is_written_from_the_result_files_alone(tmp_path):
-    exp = ExperimentDir(tmp_path / "exp")
-    write_json_atomic(exp.plan, PLAN)
-    write_record(exp.old_model.result, OLD)
-    for result in (SCRATCH, NAIVE, FULL):
-        write_record(exp.run(result.name).result, result)
-    md = write_report(exp.root, tmp_path / "out").read_text()
+def test_the_comparisons_the_report_states(tmp_path):
+    exp = load_experiment(write_experiment(tmp_path).root)
+    assert list(exp.groups()) == ["scratch", "continue", "naive", "full", "-init", "kd-a", "-distill"]  # config order
+    assert [r.name for r in exp.groups()["-distill"]] == ["-distill"]  # an alias, read from naive@s1's result
+    assert plan_comparisons(exp) == [
+        ("step", "full", "naive", ("new", "old", "all")),
+        ("leave-one-out", "full", "-init", ("new", "old", "all")),  # the base minus the run: what init adds
+        ("leave-one-out", "full", "-distill", ("new", "old", "all")),
+        ("full-vs-naive", "full", "naive", ("new", "old", "all")),
+        *[(kind, run, ref, ("old",)) for run in ("naive", "full", "-init", "-distill")
+          for kind, ref in (("forgetting-vs-continue", "continue"), ("forgetting-vs-old-model", "old_model"))],
+        ("forgetting-vs-old-model", "continue", "old_model", ("old",))]
+
+
+def test_replicas_are_paired_by_seed(tmp_path):
+    groups = load_experiment(write_experiment(tmp_path).root).groups()
+    assert [(a.name, b.name) for a, b in seed_pairs(groups["full"], groups["naive"])] == [
+        ("full@s1", "naive@s1"), ("full@s2", "naive@s2")]
+    assert [(a.name, b.name) for a, b in seed_pairs(groups["-init"], groups["naive"])] == [
+        ("-init", "naive@s1"), ("-init", "naive@s2")]
+
+
+def test_verdicts_come_from_the_bootstrap_on_the_kept_hypotheses(summary):
+    better = comparison(summary, "step", "full", "naive", "new")  # word error rate 0.2 against 0.6
+    assert better["verdict"] == "helps" and better["low"] > 0 and better["pairs"] == 2
+    assert better["directions"] == ["en-it", "it-en"] and better["sentences"] == 2 * N
+    # the concatenated group's corpus chrF++, as sacrebleu computes it, from the files
+    full = [SentenceStats.of("chrfpp", hyps(d, 0.2, s), refs(d)) for s in (1, 2) for d in ("en-it", "it-en")]
+    assert better["score_a"] == pytest.approx((SentenceStats.concat(full[:2]).score
+                                               + SentenceStats.concat(full[2:]).score) / 2)
+    assert comparison(summary, "step", "full", "naive", "old")["verdict"] == "helps"  # 0.30 against 0.45
+    same = comparison(summary, "leave-one-out", "full", "-init", "new")  # -init is full's output at seed 1
+    assert same["verdict"] == "no clear effect" and same["low"] <= 0 <= same["high"]
+    assert comparison(summary, "leave-one-out", "full", "-distill", "new", "bleu")["verdict"] == "helps"
+    # forgetting: the same error rate as the continue run and the old model on the old directions
+    for ref in ("continue", "old_model"):
+        c = comparison(summary, f"forgetting-vs-{ref.replace('_', '-')}", "full", ref, "old")
+        assert c["verdict"] == "no clear effect", c
+    assert comparison(summary, "forgetting-vs-continue", "naive", "continue", "old")["verdict"] == "hurts"
+
+
+def test_finals_forgetting_and_seed_spread(summary):
+    full = summary["groups"]["full"]
+    assert full["chrfpp_new"] == {"mean": pytest.approx(15.25), "spread": pytest.approx(0.5)}
+    assert summary["runs"]["full@s1"]["forgetting_chrfpp"] == pytest.approx(25.5 - 25.0)
+    assert summary["runs"]["full@s1"]["forgetting_vs_continue_chrfpp"] == pytest.approx(0.0)
+    assert summary["references"] == {"scratch": "scratch", "continue": "continue"}
+
+
+def test_iso_quality_on_scratchs_curve(summary):
+    iso = summary["iso_quality"]
+    assert iso["scratch"] == "scratch"
+    r = iso["runs"]["full@s1"]["new"]["final"]  # 15.0 on new: half way from 10 (100 updates) to 20 (200)
+    assert r["reached"] and r["compute"] == pytest.approx({"updates": 150, "target_tokens": 1500, "train_wall_s": 75})
+    assert r["fractions"]["upgrade"] == pytest.approx({"updates": 100 / 150, "target_tokens": 800 / 1500,
+                                                       "train_wall_s": 30 / 75})
+    assert r["fractions"]["total"]["updates"] == pytest.approx(2700 / 150)
+    group = iso["groups"]["full"]["new"]  # seeds 15.0 and 15.5: 150 and 155 updates of scratch
+    assert group["reached"] and group["upgrade"]["updates"] == pytest.approx((100 / 150 + 100 / 155) / 2)
+    assert iso["runs"]["full@s1"]["new"]["curve"][0]["bound"] == "at most"  # 2.0 at update 0, below the curve
+    assert iso["runs"]["full@s1"]["all"]["final"]["reached"] is False  # (15 + 25.5) / 2 > scratch's 20
+
+
+def test_the_sweep_and_distillation_terms(summary):
+    assert summary["sweep"]["chosen"] == "kd-a" and summary["sweep"]["runs"]["kd-a"]["split"] == "valid"
+    assert summary["distillation"] == {"kd-a": [{"num_updates": 50.0, "ce_loss": 6.0, "kd_loss": 0.2}]}
+    assert "kd-a" not in {c["a"] for c in summary["comparisons"]}  # dev runs are not test comparisons
+
+
+def test_the_report_is_written_from_the_files_alone(tmp_path):
+    exp = write_experiment(tmp_path / "exp")
+    md = write_report(exp.root, tmp_path / "out", n_samples=100).read_text()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["format"] == "report/1" and report["headline"]["reach_new"]["reached_at"]["updates"] == 100
-    assert [p["updates"] for p in report["curves"]["full"]] == [150, 0, 50, 100, 200]  # as in result.json
-    assert ("- (a) new directions: `full` first reaches `scratch`'s final chrF++ 20.0 at 100 updates: 0.50 of "
-            "`scratch`'s updates, 0.40 of its target tokens, 0.30 of its training wall time.") in md
-    assert "- (b) old directions: `full` minus the old model: -3.0 chrF++." in md
-    assert "- (c) `full` over `naive`: new +0.3 (no clear effect), old -0.3 (no clear effect), all +0.0 chrF++." in md
-    assert "- full: 0: 2.0 / 30.0, 50: 19.9 / 36.0, 100: 20.0 / 39.0, 150: 24.0 / 37.0, 200: 26.0 / 38.0" in md
-    assert "Not finished (left out): +lr." in md
+    assert report["format"] == "report/2"
+    assert ("- (a) new directions: `scratch` needs 152 updates / 1,525 target tokens to reach `full`'s chrF++ 15.2: "
+            "`full` spends 0.66 of its updates") in md
+    assert "- (b) `full` forgetting vs continue (old directions, chrF++): +0.00 [" in md
+    assert "- (c) leave-one-out `full` − `-init`, new: " in md and "**no clear effect**" in md
+    for png in ("curves.png", "forgetting.png", "distillation.png"):
+        assert (tmp_path / "out" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_experiment_without_finished_runs_has_no_report(tmp_path):
     exp = ExperimentDir(tmp_path / "exp")
     with pytest.raises(UserInputError, match="no plan.json"):
         write_report(exp.root)
-    write_json_atomic(exp.plan, PLAN)
-    write_record(exp.old_model.result, OLD)
+    write_json_atomic(exp.plan, {"format": "plan/1", "runs": {"a": {}}, "config": {"runs": {}, "evaluate": {}}})
+    write_record(exp.old_model.result, RunResult("old_model", [], 0, 0, [pt(10, 0.0, 20.0, 1, 1.0)]))
     with pytest.raises(UserInputError, match="no run has finished yet"):
         write_report(exp.root)

@@ -8,19 +8,22 @@ from typing import Sequence
 
 from mmt_upgrade.core.files import log
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_num_updates, read_checkpoint, training_clock
+from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.pipeline.evaluate import evaluate
+from mmt_upgrade.pipeline.experiment.finals import curve_updates, finish
 from mmt_upgrade.pipeline.experiment.plan import RunPlan
 from mmt_upgrade.pipeline.records import (
     TASK_STATE,
     TRAIN_LOG,
     CurvePoint,
     RunResult,
+    max_update_of,
     read_record,
     write_record,
 )
 from mmt_upgrade.pipeline.rundir import RunDir, point_file
-from mmt_upgrade.pipeline.train import TrainingStopped, run_training
+from mmt_upgrade.pipeline.train import TrainingStopped, finished_training, guarded_argv, run_training, start_clock
 
 
 @dataclass(frozen=True)
@@ -99,21 +102,37 @@ def start_point(plan: RunPlan) -> CurvePoint:
     return evaluated(plan, plan.start_checkpoint, out, Compute(0, 0, 0.0), TASK_STATE)
 
 
-def execute_run(plan: RunPlan) -> RunResult | Stopped:
-    """Train (resuming), evaluate every interval checkpoint, write result.json; skip when already done."""
+def train_worker(plan: RunPlan, launch: Sequence[str]) -> None:
+    """A data-parallel task other than rank 0: joins rank 0's fairseq-train, writes nothing of its own.
+
+    It decides from the same files as rank 0 does in `execute_run` (result, train_done.json, the last
+    checkpoint's updates), read before rank 0 can change them, so it trains exactly when rank 0 trains: a
+    worker that waited for a rank 0 that skipped training would never return."""
+    run = plan.train_files
+    if plan.finished() is not None or finished_training(run, plan.train_argv) is not None:
+        return
+    planned = max_update_of(plan.train_argv)
+    if planned and checkpoint_num_updates(run.last) >= planned:
+        return
+    run_fairseq_train(guarded_argv(plan.train_argv, start_clock(plan.train_argv, run)) + list(launch))
+
+
+def execute_run(plan: RunPlan, launch: Sequence[str] = ()) -> RunResult | Stopped:
+    """Train (resuming), evaluate every interval checkpoint, write result.json; skip when already done.
+
+    `launch`: rank 0's data-parallel flags (`fairseq_io.distributed`), given to fairseq-train, not recorded."""
     done = plan.finished()
     if done is not None:
         log(f"experiment: {plan.name} is finished; skipping")
         return done
     train_files, out = plan.train_files, plan.out
     try:
-        trained = run_training(plan.train_argv, PreparedData.open(plan.train_data), plan.run_dir)
+        trained = run_training(plan.train_argv, PreparedData.open(plan.train_data), plan.run_dir, launch)
     except TrainingStopped as e:
         return Stopped(str(e))
     curve = [start_point(plan)] if plan.start_checkpoint is not None else []
     clock_start = finetune_clock(plan.train_argv)
-    points = range(plan.eval_every, plan.max_update + 1, plan.eval_every) if plan.eval_every else [None]
-    for updates in points:
+    for updates in curve_updates(plan):  # every interval and the last update
         eval_dir = out.eval_dir(updates)
         if point_file(eval_dir).exists():
             curve.append(read_record(CurvePoint, point_file(eval_dir)))
@@ -129,7 +148,6 @@ def execute_run(plan: RunPlan) -> RunResult | Stopped:
         curve.append(evaluated(plan, checkpoint, eval_dir, compute, tokens_from))
         if not train_files.is_kept(checkpoint):
             checkpoint.unlink()  # evaluated; the run resumes from checkpoint_last.pt
-    result = RunResult(name=plan.name, argv=plan.train_argv, planned_updates=plan.max_update,
-                       trained_updates=trained.num_updates, curve=curve)
+    result = finish(plan, trained.num_updates, curve)  # + the final on the final test set, its references
     write_record(out.result, result)
     return result

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import log, write_json_atomic
 from mmt_upgrade.pipeline.experiment.plan import build_plan
-from mmt_upgrade.pipeline.experiment.runner import ClusterOptions, Runner
+from mmt_upgrade.pipeline.experiment.runner import ClusterOptions, Runner, describe_cluster
 from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
 from mmt_upgrade.pipeline.report import write_report
 from mmt_upgrade.pipeline.rundir import ExperimentDir
@@ -35,7 +35,9 @@ def run_experiment(cfg: ExperimentConfig, root: Path, cluster: ClusterOptions, d
     one-line error (`Runner.wait`): it is never upgraded or reported; the next call resumes it."""
     exp = ExperimentDir(Path(root).absolute())
     if dry_run:
-        print(build_plan(cfg, exp.root, prepare=False, only=only).describe())
+        plan = build_plan(cfg, exp.root, prepare=False, only=only)
+        print(plan.describe())
+        print(describe_cluster(cluster, next(iter(plan.runs.values()), plan.old).train_argv))
         return exp.root
     with experiment_lock(exp):
         runner = Runner(cluster, exp)

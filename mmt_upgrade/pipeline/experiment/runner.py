@@ -5,6 +5,10 @@ with the same plan, and fairseq resumes from the run's own `checkpoint_last.pt` 
 `--finetune-from-model`, which fairseq ignores once a last checkpoint exists). Job ids are recorded in
 `jobs/jobs.json`, so a restarted experiment re-attaches to SLURM jobs still queued or running, and stops
 local jobs orphaned by a killed experiment before resubmitting them (they resume, never start over).
+
+A run with several tasks (`--nodes` x `--tasks-per-node`) trains data-parallel: every task runs the
+same fairseq-train with its own flags from `fairseq_io.distributed` (rank 0 alone writes checkpoints,
+evaluates and writes results; the other ranks only train).
 """
 from __future__ import annotations
 
@@ -18,12 +22,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import submitit
+import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import log, write_json_atomic
 from mmt_upgrade.core.options import OptionGroup, option
-from mmt_upgrade.fairseq_io.drivers import run_fairseq_train
-from mmt_upgrade.pipeline.experiment.job import Stopped, execute_run
+from mmt_upgrade.fairseq_io.distributed import (
+    PORT_BASE,
+    PORT_SPAN,
+    RANK_FORMULA,
+    DistributedTask,
+    rendezvous_port,
+    task_of_job,
+    uses_gpu,
+)
+from mmt_upgrade.pipeline.experiment.job import Stopped, execute_run, train_worker
 from mmt_upgrade.pipeline.experiment.plan import RunPlan
 from mmt_upgrade.pipeline.records import JOBS, RunResult, check_format, format_field, read_json
 from mmt_upgrade.pipeline.rundir import ExperimentDir, point_file
@@ -33,16 +46,16 @@ UPDATE = re.compile(r"num_updates=(\d+)")
 
 
 class TrainingJob(submitit.helpers.Checkpointable):
-    """One run on one node (or one task of a multi-GPU/multi-node job: fairseq's torch.distributed)."""
+    """One run, or one task of a data-parallel run (fairseq's torch.distributed, flags given explicitly)."""
 
     def __call__(self, plan: RunPlan) -> RunResult | Stopped | None:
-        env = submitit.JobEnvironment()
-        if env.num_tasks > 1:  # fairseq's distributed training: init from the env:// variables exported here
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-            if env.global_rank != 0:
-                run_fairseq_train(plan.train_argv)  # a worker: rank 0 owns the files and the evaluation
-                return None
-        return execute_run(plan)
+        task = task_of_job(submitit.JobEnvironment(), uses_gpu(plan.train_argv, torch.cuda.device_count()))
+        if task is None:
+            return execute_run(plan)
+        if task.rank != 0:
+            train_worker(plan, task.flags())  # rank 0 owns the files and the evaluation
+            return None
+        return execute_run(plan, task.flags())
 
 
 @dataclass
@@ -58,6 +71,8 @@ class ClusterOptions(OptionGroup):
                                        "checkpoint")
     nodes: int = option(1, "nodes per run (fairseq distributed training)")
     gpus_per_node: int = option(0, "GPUs per node (one task per GPU)")
+    tasks_per_node: int = option(0, "tasks per node, one fairseq-train process each, training data-parallel "
+                                    "(default: --gpus-per-node, or 1 without GPUs; on CPU: gloo)")
     cpus_per_task: int = option(2, "CPUs per task")
     mem_gb: float = option(0.0, "memory per node (default: the partition's)")
     poll_seconds: float = option(10.0, "how often progress is checked")
@@ -69,21 +84,53 @@ class ClusterOptions(OptionGroup):
             raise UserInputError("--cluster slurm needs --partition P")
         if self.nodes < 1 or self.gpus_per_node < 0 or self.cpus_per_task < 1:
             raise UserInputError("--nodes and --cpus-per-task must be positive, --gpus-per-node not negative")
+        if self.tasks_per_node < 0 or (self.gpus_per_node and self.tasks_per_node not in (0, self.gpus_per_node)):
+            raise UserInputError("--tasks-per-node: one task per GPU (give --gpus-per-node alone), or a positive "
+                                 "number of CPU tasks")
+        if self.cluster == "local" and self.nodes > 1:
+            raise UserInputError("--nodes above 1 needs --cluster slurm")
+
+    def tasks(self) -> int:
+        """Tasks per node: one per GPU, else --tasks-per-node (1 by default)."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
 def make_executor(options: ClusterOptions, folder: Path) -> submitit.Executor:
     if options.cluster == "local":
         executor = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=options.timeout_min)
+        executor.update_parameters(timeout_min=options.timeout_min, tasks_per_node=options.tasks())
         return executor
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params: dict[str, Any] = {"slurm_partition": options.partition, "timeout_min": options.timeout_min,
-                              "nodes": options.nodes, "tasks_per_node": max(1, options.gpus_per_node),
+                              "nodes": options.nodes, "tasks_per_node": options.tasks(),
                               "cpus_per_task": options.cpus_per_task, "name": "mmt-upgrade"}
     optional = {"gpus_per_node": options.gpus_per_node, "mem_gb": options.mem_gb,
                 "slurm_account": options.account, "slurm_qos": options.qos}
     executor.update_parameters(**params, **{k: v for k, v in optional.items() if v})
     return executor
+
+
+def describe_cluster(options: ClusterOptions, argv: Sequence[str]) -> str:
+    """What `--dry-run` shows of where a run executes: the sbatch resources submitit writes and the
+    fairseq-train flags each task of a data-parallel run gets (those of `argv`'s device)."""
+    lines = [f"cluster {options.cluster}: {options.nodes} node(s) x {options.tasks()} task(s) per run"]
+    if options.cluster == "slurm":
+        script = make_executor(options, Path("JOBS"))._executor._make_submission_file_text("CMD", "UID")
+        lines.append("  sbatch " + " ".join(x[len("#SBATCH "):] for x in script.splitlines()
+                                          if x.startswith("#SBATCH ") and "JOBS/" not in x))
+    world = options.nodes * options.tasks()
+    if world > 1:
+        gpu = uses_gpu(argv, options.gpus_per_node)
+        flags = DistributedTask(world, 0, 0, "MASTER", 0, gpu).flags()
+        for flag, shown in (("--distributed-rank", "RANK"), ("--distributed-init-method", "tcp://MASTER:PORT"),
+                            ("--device-id", "LOCAL_RANK" if gpu else "0")):
+            flags[flags.index(flag) + 1] = shown
+        lines += ["  each task: fairseq-train <the run's command> " + " ".join(flags),
+                  f"  {RANK_FORMULA}; RANK 0..{world - 1}, LOCAL_RANK 0..{options.tasks() - 1}",
+                  f"  MASTER: {'127.0.0.1' if options.nodes == 1 else 'the first host of the job'}; PORT: "
+                  f"{PORT_BASE} + sha256(job id) mod {PORT_SPAN} (job 12345: {rendezvous_port('12345')})",
+                  "  rank 0 writes checkpoints, evaluates and writes results; the other ranks only train"]
+    return "\n".join(lines)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,10 +3,9 @@ runs, with `base:` inheritance (the ablation ladder); checked completely when re
 the option group that owns it, so a typo fails before anything is prepared or trained."""
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from mmt_upgrade.core.config_files import read_config_tree
 from mmt_upgrade.core.errors import UserInputError
@@ -16,11 +15,20 @@ from mmt_upgrade.core.paths import runs_dir
 from mmt_upgrade.fairseq_io.distiller import DistillOptions, distill_langs
 from mmt_upgrade.pipeline.data.prepare import DataConfig
 from mmt_upgrade.pipeline.runconfig import EvalOptions, RunConfig, check_plugin_flags, load_config
+from mmt_upgrade.pipeline.experiment.runs import (
+    Replica,
+    RunSpec,
+    parse_run,
+    parse_seeds,
+    replicas,
+    resolve_runs,
+    section,
+    unknown_keys,
+)
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 
-STARTS = ("upgrade", "scratch")
-TOP_KEYS = ("name", "old_model", "new_langs", "runs", "new_pairs_fraction", "data", "upgrade", "train", "evaluate")
-RUN_KEYS = ("start", "base", "upgrade", "train", "distill", "size_of")
+TOP_KEYS = ("name", "old_model", "new_langs", "runs", "new_pairs_fraction", "data", "upgrade", "train", "evaluate",
+            "seeds")
 # fairseq flags the experiment owns for every run (from the plan, not from a config).
 OWNED_TRAIN_FLAGS = ("finetune-from-model", "criterion", "teacher-path", "teacher-spm", "save-interval-updates",
                      "keep-interval-updates", "no-epoch-checkpoints")
@@ -28,61 +36,45 @@ OWNED_TRAIN_FLAGS = ("finetune-from-model", "criterion", "teacher-path", "teache
 
 @dataclass
 class ExperimentEvalOptions(EvalOptions):
-    """An experiment's `evaluate:` section: how every run is evaluated, and when."""
+    """An experiment's `evaluate:` section: how every run is evaluated, and when. Curve points are scored on a
+    fixed sample (`max_pairs`, `beam`); each run's final checkpoint may also be scored on a larger final
+    test set (`final_max_pairs`, `final_beam`), with every hypothesis kept for significance tests."""
 
     every: int = option(100, "updates between evaluated checkpoints")
     max_pairs: int = option(200, "sentences per direction (a seeded sample, the same for every run and the old model)")
     at_start: bool = option(True, "also evaluate each upgraded checkpoint before training (update 0)")
+    final_max_pairs: int = option(-1, "sentences per direction for the final checkpoints (0: the whole split; "
+                                      "-1: the curve's sample)")
+    final_beam: int = option(0, "beam for the final checkpoints (0: the curve's)")
 
     def check(self) -> None:
         super().check()
         if self.every <= 0:
             raise UserInputError("every must be a positive number of updates")
-        if self.max_pairs < 0:
-            raise UserInputError(f"max_pairs must not be negative (got {self.max_pairs})")
+        if self.max_pairs < 0 or self.final_max_pairs < -1 or self.final_beam < 0:
+            raise UserInputError(f"max_pairs ({self.max_pairs}), final_max_pairs ({self.final_max_pairs}) and "
+                                 f"final_beam ({self.final_beam}) must not be negative (final_max_pairs -1: "
+                                 "the curve's sample)")
         if self.new_langs:
             raise UserInputError("new_langs: the experiment's top-level new_langs are the new group; remove it")
 
-    def for_runs(self, new_langs: Sequence[str]) -> EvalOptions:
-        """What evaluating one checkpoint of the experiment needs."""
-        return EvalOptions(beam=self.beam, max_tokens=self.max_tokens, split=self.split, new_langs=list(new_langs))
+    @property
+    def final_pairs(self) -> int:
+        return self.max_pairs if self.final_max_pairs == -1 else self.final_max_pairs
 
+    @property
+    def separate_final(self) -> bool:
+        """Whether finals are scored apart from the curve (another sample or beam)."""
+        return (self.final_pairs, self.final_beam or self.beam) != (self.max_pairs, self.beam)
 
-@dataclass
-class RunSpec:
-    """One row of the matrix; `base` inherits another run's settings (the ablation ladder)."""
-    name: str
-    start: str = ""  # upgrade (the default): fine-tune an upgraded old model; scratch: a new model
-    upgrade: dict[str, Any] = field(default_factory=dict)  # mmt-upgrade upgrade options (flag names)
-    train: dict[str, Any] = field(default_factory=dict)  # fairseq-train flags for this run
-    distill: dict[str, Any] = field(default_factory=dict)  # cross_vocab_distillation flags; {} = none
-    size_of: str = ""  # scratch: take this run's (grown) architecture
-    base: str = ""
+    def for_runs(self, new_langs: Sequence[str], split: str = "", beam: int = 0) -> EvalOptions:
+        """What evaluating one curve checkpoint of the experiment needs (every EvalOptions setting kept)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(EvalOptions)}
+        return EvalOptions(**{**shared, "beam": beam or self.beam, "split": split or self.split,
+                              "new_langs": list(new_langs)})
 
-
-def _section(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise UserInputError(f"{where}: expected a section of keys, got {value!r}")
-    return dict(value)
-
-
-def _unknown(keys: Sequence[Any], known: Sequence[str], where: str) -> None:
-    bad = [k for k in keys if k not in known]
-    if bad:
-        raise UserInputError(f"{where}: unknown key {bad[0]!r} (known: {', '.join(known)})")
-
-
-def _run_spec(name: Any, spec: Any, where: str) -> RunSpec:
-    if not re.fullmatch(r"[+\w.-]+", str(name)):
-        raise UserInputError(f"{where}: run name {name!r} may hold only letters, digits and + _ . -")
-    where = f"{where}: run {name}"
-    spec = _section(spec, where)
-    _unknown(list(spec), RUN_KEYS, where)
-    sections = {k: _section(spec.get(k), f"{where}: {k}") for k in ("upgrade", "train", "distill")}
-    return RunSpec(name=str(name), start=str(spec.get("start") or ""), size_of=str(spec.get("size_of") or ""),
-                   base=str(spec.get("base") or ""), **sections)
+    def for_finals(self, new_langs: Sequence[str]) -> EvalOptions:
+        return self.for_runs(new_langs, beam=self.final_beam)
 
 
 @dataclass
@@ -99,6 +91,7 @@ class ExperimentConfig:
     train: dict[str, Any] = field(default_factory=dict)  # fairseq-train flags over the old model's, every run
     evaluate: ExperimentEvalOptions = field(default_factory=ExperimentEvalOptions)
     source: str = ""
+    seeds: list[int] = field(default_factory=list)  # replicas of every run without its own `seeds`
 
     @classmethod
     def load(cls, name_or_path: str, overrides: Sequence[str] = ()) -> "ExperimentConfig":
@@ -107,10 +100,10 @@ class ExperimentConfig:
         if "runs" not in tree or "old_model" not in tree:
             raise UserInputError(f"{where}: an experiment config needs `old_model` and `runs` "
                                  f"(is it a run config? use `mmt-upgrade pipeline` for those)")
-        _unknown(list(tree), TOP_KEYS, where)
-        runs = {str(name): _run_spec(name, spec, where) for name, spec in _section(tree["runs"], f"{where}: runs").items()}
-        data = _section(tree.get("data"), f"{where}: data")
-        _unknown([k for k in data if k not in DataConfig.pick(data)], list(DataConfig.schema()), f"{where}: data")
+        unknown_keys(list(tree), TOP_KEYS, where)
+        runs = {str(name): parse_run(name, spec, where) for name, spec in section(tree["runs"], f"{where}: runs").items()}
+        data = section(tree.get("data"), f"{where}: data")
+        unknown_keys([k for k in data if k not in DataConfig.pick(data)], list(DataConfig.schema()), f"{where}: data")
         try:
             old = load_config(str(tree["old_model"]), data=data)
             shipped = old if not data else load_config(str(tree["old_model"]))
@@ -123,9 +116,10 @@ class ExperimentConfig:
         cfg = cls(name=str(tree.get("name", path.stem)), old_model=str(tree["old_model"]),
                   new_langs=parse_lang_list(tree.get("new_langs") or [], f"{where}: new_langs"), runs=runs, old=old,
                   old_run=old.name if old.data == shipped.data else f"{old.name}-{old.data.key()}",
-                  new_pairs_fraction=fraction, data=data, upgrade=_section(tree.get("upgrade"), f"{where}: upgrade"),
-                  train=_section(tree.get("train"), f"{where}: train"),
-                  evaluate=ExperimentEvalOptions.from_mapping(tree.get("evaluate"), f"{where}: evaluate"), source=where)
+                  new_pairs_fraction=fraction, data=data, upgrade=section(tree.get("upgrade"), f"{where}: upgrade"),
+                  train=section(tree.get("train"), f"{where}: train"),
+                  evaluate=ExperimentEvalOptions.from_mapping(tree.get("evaluate"), f"{where}: evaluate"), source=where,
+                  seeds=parse_seeds(tree.get("seeds"), f"{where}: seeds"))
         cfg.check()
         return cfg
 
@@ -163,26 +157,33 @@ class ExperimentConfig:
         UpgradeOptions.from_mapping(self.upgrade, f"{where}: upgrade")
         for run in self.resolved().values():
             self.check_run(run)
-        if "max-update" not in self.train and any("max-update" not in r.train for r in self.resolved().values()):
+        if "max-update" not in self.train and any("max-update" not in r.train and r.recipe != "old"
+                                                  for r in self.resolved().values()):
             raise UserInputError(f"{where}: set train.max-update (the length of the runs)")
+
+    def train_flags(self, run: RunSpec) -> dict[str, Any]:
+        """The run's fairseq-train flags before the plan adds its own: the old model's, the experiment's
+        (unless the run keeps the old model's recipe), the run's; a `null` flag is not passed."""
+        shared = {} if run.recipe == "old" else self.train
+        return {**self.old.train, **shared, **run.train}
 
     def check_run(self, run: RunSpec) -> None:
         """Every section of one (resolved) run, through the option group that owns it."""
         where = f"{self.source}: run {run.name}"
-        if run.start not in STARTS:
-            raise UserInputError(f"{where}: start must be one of {', '.join(STARTS)}")
-        if run.start == "scratch" and (run.upgrade or run.distill):
-            raise UserInputError(f"{where} starts from scratch: it has no upgrade or distillation (the teacher "
+        if run.start in ("scratch", "continue") and (run.upgrade or run.distill):
+            raise UserInputError(f"{where} starts from {run.start}: it has no upgrade or distillation (the teacher "
                                  "would be the model it replaces)")
-        if run.size_of and run.size_of not in self.runs:
-            raise UserInputError(f"{where}: size_of names an unknown run {run.size_of!r}")
+        if run.size_of and (run.size_of not in self.runs or run.start == "continue"):
+            raise UserInputError(f"{where}: size_of names an unknown run {run.size_of!r}" if run.start != "continue"
+                                 else f"{where}: a continue run keeps the old model's size; remove size_of")
         if run.start == "upgrade":
             self.upgrade_options(run)
-        for section, flags in (("train", {**self.train, **run.train}), ("distill", run.distill)):
+        for name, flags in (("train", {**self.train, **run.train}), ("distill", run.distill)):
             owned = [k for k in flags if k in OWNED_TRAIN_FLAGS]
             if owned:
-                raise UserInputError(f"{where}: {section}: {owned[0]} is set by the experiment itself; remove it")
-        check_plugin_flags({**self.old.train, **self.train, **run.train}, self.langs, f"{where}: train")
+                raise UserInputError(f"{where}: {name}: {owned[0]} is set by the experiment itself; remove it")
+        flags = {k: v for k, v in self.train_flags(run).items() if v is not None}
+        check_plugin_flags(flags, self.old_langs if run.start == "continue" else self.langs, f"{where}: train")
         if run.distill:
             opts = DistillOptions.from_mapping(run.distill, f"{where}: distill", teacher_path=str(self.old_dir),
                                                teacher_spm="spm.model")
@@ -193,33 +194,17 @@ class ExperimentConfig:
 
     def resolved(self) -> dict[str, RunSpec]:
         """Each run with its `base` chain merged in (the ladder: each step adds to the previous)."""
-        out: dict[str, RunSpec] = {}
+        return resolve_runs(self.runs, self.source)
 
-        def resolve(name: str, seen: tuple[str, ...]) -> RunSpec:
-            if name in out:
-                return out[name]
-            if name in seen:
-                raise UserInputError(f"{self.source}: runs {' -> '.join(seen + (name,))} form a cycle of `base`")
-            if name not in self.runs:
-                raise UserInputError(f"{self.source}: run {seen[-1]} has base {name!r}, which is not a run")
-            spec = self.runs[name]
-            if spec.base:
-                parent = resolve(spec.base, seen + (name,))
-                spec = RunSpec(name=name, start=spec.start or parent.start,
-                               upgrade={**parent.upgrade, **spec.upgrade}, train={**parent.train, **spec.train},
-                               distill={**parent.distill, **spec.distill}, size_of=spec.size_of or parent.size_of)
-            spec.start = spec.start or "upgrade"
-            out[name] = spec
-            return spec
-
-        for name in self.runs:
-            resolve(name, ())
-        return {name: out[name] for name in self.runs}
+    def replicas(self) -> dict[str, Replica]:
+        """Every model the experiment trains: each run once per seed (`<run>@s<seed>`), else once."""
+        return replicas(self.resolved(), self.seeds)
 
     def upgrade_options(self, run: RunSpec) -> UpgradeOptions:
         """The run's `mmt-upgrade upgrade` options (experiment-wide ones first), checked against the languages."""
         where = f"{self.source}: run {run.name}: upgrade"
-        options = UpgradeOptions.from_mapping({**self.upgrade, **run.upgrade}, where)
+        options = UpgradeOptions.from_mapping({k: v for k, v in {**self.upgrade, **run.upgrade}.items()
+                                               if v is not None}, where)
         try:
             options.check_langs(self.old_langs, self.new_langs)
         except UserInputError as e:
