@@ -51,7 +51,8 @@ class CrossVocabDistillationCriterion(LabelSmoothedCrossEntropyCriterion):
         opts = DistillOptions(**{f.name: getattr(cfg, f.name) for f in DistillOptions.option_fields()})
         data_bin = Path(str(args.data).split(":")[0])
         self.distiller = Distiller(opts, task.target_dictionary.symbols, task.langs,
-                                   student_tokenizer(data_bin, opts.student_tokenizer))
+                                   student_tokenizer(data_bin, opts.student_tokenizer, task.langs),
+                                   getattr(args, "lang_tok_style", None) or "multilingual")
         logger.info(self.distiller.describe())
 
     def forward(self, model, sample, reduce=True):

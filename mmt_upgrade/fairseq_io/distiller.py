@@ -30,12 +30,20 @@ from mmt_upgrade.fairseq_io.teacher import Teacher, TeacherVocab
 class DistillOptions(OptionGroup):
     """The distillation flags, shared by `--criterion cross_vocab_distillation` and `mmt-upgrade distill-cache`."""
 
-    teacher_path: str = option("", "the old model's checkpoint (the teacher)")
+    teacher_path: str = option("", "the old model's checkpoint or model directory (the teacher), in its own layout "
+                                   "(this project's, M2M-100, NLLB-200, mbart-style tokens)")
     teacher_spm: str = option("", "the teacher's SentencePiece model")
-    teacher_data: Optional[str] = option(None, "the teacher's data-bin directory (its dictionary); default: the "
-                                               "one its checkpoint names")
-    student_tokenizer: Optional[str] = option(None, "directory with the student's tokenizer.json; default: the "
-                                                    "prepared data directory holding the data-bin")
+    teacher_dict: Optional[str] = option(None, "the teacher's fairseq dictionary file, in any order (M2M-100's "
+                                               "model_dict, NLLB's dictionary.txt); default: its --fixed-dictionary "
+                                               "where that file is here, else its data-bin's")
+    teacher_data: Optional[str] = option(None, "the teacher's data-bin directory (its dictionary, where it has no "
+                                               "fixed dictionary); default: the one its checkpoint names")
+    teacher_langs_file: Optional[str] = option(None, "the teacher's --langs order, one code per line or a comma "
+                                                     "list (NLLB's 202 codes); default: its checkpoint's config")
+    student_tokenizer: Optional[str] = option(None, "how the student's data was segmented: a directory with "
+                                                    "tokenizer.json, or one SentencePiece model for every language "
+                                                    "(an upgrade's merged spm.model); default: the prepared data "
+                                                    "directory holding the data-bin")
     distill_langs: str = option("", "comma-separated languages to distil (default: every language the teacher "
                                     "and the student share); directions need both languages")
     kd_method: str = option("alm", f"one of {', '.join(KD_METHODS)}", choices=tuple(KD_METHODS))
@@ -65,9 +73,11 @@ class DistillOptions(OptionGroup):
                                  f"set --kd-topk > 0")
 
 
-def student_tokenizer(data_bin: Path, override: str | None) -> Tokenizer:
-    """How the student's data was segmented: `override` (a directory with tokenizer.json), else the
-    prepared data directory that holds `data_bin`."""
+def student_tokenizer(data_bin: Path, override: str | None, langs: Sequence[str] = ()) -> Tokenizer:
+    """How the student's data was segmented: `override` (a directory with tokenizer.json, or one SentencePiece
+    model for all of `langs`), else the prepared data directory that holds `data_bin`."""
+    if override and Path(override).is_file():
+        return Tokenizer.single(Path(override), langs)
     if override:
         return Tokenizer.load(Path(override))
     root = Path(data_bin).parent
@@ -104,24 +114,30 @@ class Distiller:
     """Everything the criterion does besides cross-entropy, for a batch in fairseq's layout."""
 
     def __init__(self, opts: DistillOptions, student_symbols: Sequence[str], student_langs: Sequence[str],
-                 tokenizer: Tokenizer):
+                 tokenizer: Tokenizer, student_style: str = "multilingual"):
+        """`student_style`: the student's --lang-tok-style (the teacher's comes from its own checkpoint)."""
         from mmt_upgrade.fairseq_io.teacher_cache import TeacherCache
 
         opts.check()
         self.opts = opts
-        self.tvocab = TeacherVocab.load(Path(opts.teacher_path), Path(opts.teacher_spm), opts.teacher_data)
+        self.tvocab = TeacherVocab.load(Path(opts.teacher_path), Path(opts.teacher_spm), opts.teacher_data,
+                                        opts.teacher_dict, opts.teacher_langs_file)
         self.langs = distill_langs(opts, self.tvocab.langs, student_langs)
         for lang in self.langs:
             tokenizer.model_path(lang)  # the student's tokenizer must know every distilled language
-        exclude = set(SPECIALS) - {"</s>"} | {lang_token(x) for x in set(student_langs) | set(self.tvocab.langs)}
+        # not text: specials but </s>, either side's language tokens, fillers, data-source tags, <mask>
+        t_layout = self.tvocab.layout
+        exclude = {s for s in self.tvocab.symbols if not t_layout.is_piece(s)} - {"</s>"} | {
+            lang_token(x, student_style) for x in student_langs} | (set(SPECIALS) - {"</s>"})
         self.kd_vocab = KDVocab.from_symbols(student_symbols, self.tvocab.symbols, exclude)
         self._on = torch.device("cpu")  # where the method's vocabulary tensors are
         method_cls = KD_METHODS[opts.kd_method]
         self.method: KDMethod = method_cls(self.kd_vocab, opts.kd_temperature, opts.kd_topk, opts.lexical_ratio)
         self.weight = method_cls.weight if opts.kd_weight is None else opts.kd_weight
-        self.aligner = ExampleAligner(student_symbols, tokenizer, self.tvocab.symbols, load_spm(opts.teacher_spm))
+        self.aligner = ExampleAligner(student_symbols, tokenizer, self.tvocab.symbols, load_spm(self.tvocab.spm_path),
+                                      self.tvocab.style)
         self.pad = student_symbols.index("<pad>")
-        self.lang_of = {student_symbols.index(lang_token(x)): x for x in student_langs}
+        self.lang_of = {student_symbols.index(lang_token(x, student_style)): x for x in student_langs}
         self.cache = None
         if opts.teacher_cache:
             self.cache = TeacherCache.load(Path(opts.teacher_cache), self.fingerprint())

@@ -164,18 +164,3 @@ def greedy(m: LoadedModel, src_tokens, src_lengths, tgt_lang: str, max_len: int,
         row = row[: row.index(eos)] if eos in row else row
         out.append([m.symbols[i] for i in row])
     return out
-
-
-@torch.no_grad()
-def copy_nll(m: LoadedModel, lang: str, lines: Sequence[str], remap: torch.Tensor | None = None) -> float:
-    """Mean NLL per target piece of each sentence given itself (`lang` -> `lang`, teacher-forced); `remap` sends
-    every symbol id to another (a shuffle of the piece rows: what a dictionary of another model does)."""
-    pad, eos, lt = m.index["<pad>"], m.index["</s>"], m.langtok(lang)
-    seqs = [torch.tensor(m.ids(p), dtype=torch.long) for p in m.tokenizer.encode(lang, lines)]
-    if remap is not None:
-        seqs = [remap[x] for x in seqs]
-    rows = [torch.cat([torch.tensor([lt]), x, torch.tensor([eos])]) for x in seqs]
-    src_tokens, src_lengths, prev, target = collate_pairs(rows, rows, pad, eos)
-    logp = teacher_forced_logits(m, src_tokens, src_lengths, prev).log_softmax(-1)
-    nll = -logp.gather(-1, target[..., None]).squeeze(-1)
-    return float(nll[(target != pad) & (target != lt)].mean())

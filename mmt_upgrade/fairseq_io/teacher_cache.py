@@ -42,6 +42,7 @@ def fingerprint(method: KDMethod, teacher: TeacherVocab, student_symbols: Sequen
         "topk": method.topk if method.needs_topk else None,
         "teacher_sha256": sha256_file(teacher.path),
         "teacher_spm_sha256": sha256_file(teacher.spm_path),
+        "teacher_rows_sha256": sha256_text("\n".join(teacher.symbols)),  # its dictionary, languages, layout
         "student_symbols_sha256": sha256_text("\n".join(student_symbols)),
         "student_spm_sha256": {lang: sha256_file(tokenizer.model_path(lang)) for lang in langs},
         "langs": list(langs),

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     data = PreparedData.open(Path(args.data))
     opts = DistillOptions.from_namespace(args)
     symbols = model_symbols(read_dictionary(data.dictionary), data.langs)
-    distiller = Distiller(opts, symbols, data.langs, student_tokenizer(data.bin_dir, opts.student_tokenizer))
+    distiller = Distiller(opts, symbols, data.langs, student_tokenizer(data.bin_dir, opts.student_tokenizer, data.langs))
     counts = build_cache(distiller, data.bin_dir, Path(args.out), data.directions, args.split, args.shard_size,
                          args.max_tokens)
     print(json.dumps(counts))

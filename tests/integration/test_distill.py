@@ -159,8 +159,11 @@ def test_bad_teacher_languages_and_caches_fail_with_one_clear_message(models, tm
                                         "teacher_spm": str(models["old"].spm_model), **kw}),
                       symbols, data.langs, data.tokenizer)
 
-    fails("spm.new.model has 496 pieces .* they do not belong together", teacher_spm=str(models["extend"] / "spm.new.model"))
-    fails("embedding rows but its dictionary", teacher_data=str(data.bin_dir))
+    fails("pieces that SentencePiece model .*spm.new.model lacks .* they do not belong together",
+          teacher_spm=str(models["extend"] / "spm.new.model"))
+    fails("gives \\d+ rows but checkpoint .* has \\d+: they do not belong together", teacher_data=str(data.bin_dir))
+    fails("--teacher-data .* has no dict\\.\\w+\\.txt", teacher_data=str(data.root))
+    fails("--teacher-dict .*nothing.txt: no such file", teacher_dict=str(tmp_path / "nothing.txt"))
     fails("--distill-langs it: the teacher .* does not know 'it'", distill_langs="es,it")
     fails("--kd-method 'kl'", kd_method="kl")
     fails("set --kd-topk > 0", kd_method="uld", kd_topk=0, teacher_cache=str(tmp_path))

@@ -5,6 +5,7 @@ text through the merged SentencePiece model; and bad input refused before anythi
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import torch
 
 from mmt_upgrade.core.paths import PLUGIN_DIR
 from mmt_upgrade.core.spm import train_spm
+from mmt_upgrade.fairseq_io.model_files import ModelFiles
+from mmt_upgrade.fairseq_io.models import collate_pairs, teacher_forced_logits
 
 from ..conftest import run_cli
 from .layouts import M2M, M2M_ARGS, MBART, NLLB, NLLB_TAGS, TINY, Built, Layout, binarize_upgraded, bible_verses, \
@@ -148,8 +151,49 @@ def test_verify_at_1e5(upgraded, tmp_path):
         old.layout.old)
 
 
-@pytest.mark.skip(reason="not implemented yet: the distillation teacher read in its own layout -- fairseq_io/teacher.py "
-                         "builds the teacher's rows from its data-bin dict.xx.txt (M2M: 703 rows for 711)")
+def test_dev_text_of_one_old_language_is_enough(upgraded, tmp_path):
+    """A 202-language model is upgraded with the dev text of the languages one has: the checks and figures are
+    measured on those (and recorded), and the checkpoint is the one built with every language's dev text."""
+    old, out, report = upgraded
+    if old.layout.name != "nllb":
+        pytest.skip("one layout is enough")
+    argv = upgrade_argv(old, tmp_path / "one")
+    dev = [i for i, x in enumerate(argv) if x == "--dev-text"]
+    one = [x for i, x in enumerate(argv) if i not in dev[1:] and i - 1 not in dev[1:]]
+    run_cli("mmt-upgrade", "upgrade", *one)
+    got = json.loads((tmp_path / "one" / "upgrade.json").read_text())
+    first = old.layout.old[0]
+    assert got["dev_text_langs"] == {"measured": [first], "old_langs": len(old.layout.old)}
+    assert report["dev_text_langs"]["measured"] == old.layout.old
+    assert set(got["segmentation_change"]) == {first} and got["rows_check"]["langs"] == [first]
+    assert got["segmentation_change"][first] == report["segmentation_change"][first]
+    mine, full = (torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+                  for d in (tmp_path / "one", out))
+    assert mine.keys() == full.keys() and all(torch.equal(mine[k], full[k]) for k in full)
+
+
+def rescore(files: ModelFiles, src: str, tgt: str, lines: list[str], hyps: list[list[str]]) -> list[list[float]]:
+    """log2-probabilities of each hypothesis' tokens (its language token, pieces, `</s>`) given its raw source line,
+    as fairseq prints them (`P-` lines)."""
+    m, sp = files.load(), spm.SentencePieceProcessor(model_file=str(files.spm))
+    pad, eos = m.index["<pad>"], m.index["</s>"]
+    srcs = [torch.tensor([m.langtok(src), *m.ids(sp.encode(x, out_type=str)), eos]) for x in lines]
+    tgts = [torch.tensor([m.langtok(tgt), *m.ids(h), eos]) for h in hyps]
+    src_tokens, src_lengths, prev, target = collate_pairs(srcs, tgts, pad, eos)
+    logp = teacher_forced_logits(m, src_tokens, src_lengths, prev).log_softmax(-1)
+    scores = logp.gather(-1, target[..., None]).squeeze(-1) / math.log(2)
+    return [scores[k, :len(t)].tolist() for k, t in enumerate(tgts)]
+
+
+def teacher_argv(old: Built) -> list[str]:
+    """The distillation teacher: the old model in its own layout, its files given as a downloaded model's are (the
+    M2M fixture's config names its dictionary and language list where they are: found there, not given)."""
+    argv = ["--teacher-path", str(old.checkpoint), "--teacher-spm", str(old.spm)]
+    if old.layout.name != "m2m":
+        argv += ["--teacher-dict", str(old.dict)]
+    return argv + (["--teacher-langs-file", str(old.langs_file)] if old.langs_file else [])
+
+
 def test_finetune_with_the_plugins_then_generate_equals_interactive(upgraded, tmp_path):
     old, out, report = upgraded
     lay = old.layout
@@ -162,14 +206,21 @@ def test_finetune_with_the_plugins_then_generate_equals_interactive(upgraded, tm
                   "--max-update", "20", "--save-interval-updates", "20", "--log-interval", "5",
                   "--optimizer", "adam_scaled", "--lr-scale-old", "0.1",
                   "--sampling-method", "temperature", "--upsample-langs", new, "--upsample-factor", "4",
-                  "--criterion", "cross_vocab_distillation", "--teacher-path", str(old.checkpoint),
-                  "--teacher-spm", str(old.spm), "--student-tokenizer", str(out))
+                  "--criterion", "cross_vocab_distillation", *teacher_argv(old),
+                  "--student-tokenizer", str(out / "spm.model"))
     text = log.stdout + log.stderr
     assert re.findall(r"num_updates[ =](\d+)", text)[-1] == "20" and "kd_loss=" in text
+    # the old directions are distilled, every target token aligned (old text keeps its pieces under the merged
+    # model), the new language's are not: 0 < kd_share < 1
+    train = [line for line in text.splitlines() if "kd_loss=" in line and "valid" not in line]
+    assert all(re.search(r"kd_aligned=1(\.0+)?\b", line) for line in train), text[-3000:]
+    shares = [float(re.search(r"kd_share=([\d.]+)", line).group(1)) for line in train]
+    assert all(0 < x < 1 for x in shares), text[-3000:]
     ckpt = tmp_path / "ft" / "checkpoint_last.pt"
     assert not torch.equal(_embedding(ckpt), _embedding(out / "checkpoint.pt"))
 
     commands = report_commands(report)
+    files = ModelFiles.open(out, checkpoint=ckpt)
     for src, tgt in ((pivot, new), (new, pivot), (lay.old[1], pivot)):
         direction = ["-s", src, "-t", tgt, "--lang-pairs", f"{src}-{tgt}", "--path", str(ckpt), "--beam", "2", "--batch-size", "1",
                      "--max-len-a", "0", "--max-len-b", "30", "--cpu", "--cpu-bf16", "never"]
@@ -184,6 +235,14 @@ def test_finetune_with_the_plugins_then_generate_equals_interactive(upgraded, tm
         i = hypotheses(inter.stdout)
         assert [i[k] for k in range(SENTENCES)] == [g[k] for k in ids], (gen.stdout[-2000:], inter.stdout[-2000:])
         assert len({g[k][1] for k in ids}) == SENTENCES  # each sentence scored on its own
+        # independently: the fine-tuned model read by ModelFiles from the upgraded directory scores each hypothesis
+        # (teacher-forced, raw source through the merged model) as fairseq's search did, token by token
+        pieces = {int(k): x.split(" ") for k, x in re.findall(r"^H-(\d+)\t\S+\t(.*)$", inter.stdout, re.M)}
+        mine = rescore(files, src, tgt, [lines[k] for k in ids], [pieces[k] for k in range(SENTENCES)])
+        for k in range(SENTENCES):
+            theirs = [float(x) for x in i[k][1].split()]
+            assert len(theirs) == len(mine[k]) and max(abs(a - b) for a, b in zip(theirs, mine[k])) < 2e-3, (
+                src, tgt, k, theirs, mine[k])
 
 
 def _with(argv: list[str], flag: str, value: str) -> list[str]:
@@ -200,27 +259,20 @@ def bad_inputs(_models, verses, tmp_path_factory) -> dict[str, tuple[list[str], 
     base = {name: upgrade_argv(b, work / "out") for name, b in (("m2m", m2m), ("nllb", nllb), ("mbart", mbart))}
     other_spm = train_spm({"it": verses.lines["train"]["it"]}, work / "it.model", 700, 300, seed=1,
                           byte_fallback=False)
-    # another model of the same size: a SentencePiece model learnt on other verses, its dictionary in fairseq's
-    # frequency order; a consistent pair whose rows mean other pieces than mbart's
-    other_text = {b: verses.lines["valid"][b] + verses.lines["test"][b] + verses.lines["dev"][b] + verses.lines[
-        "train"]["it"] for b in ("en", "es", "fr")}
-    another_spm = train_spm(other_text, work / "another.model", 700, 1000, seed=2, byte_fallback=False)
-    sp = spm.SentencePieceProcessor(model_file=str(another_spm))
-    another_dict = work / "another_dict.txt"
-    another_dict.write_text("".join(f"{p} {c}\n" for p, c in dictionary_pieces(
-        sp, [x for lines in other_text.values() for x in lines], True)), encoding="utf-8")
-    assert len(another_dict.read_text().splitlines()) == len(mbart.dict.read_text().splitlines())
     reordered = work / "langs.txt"
     reordered.write_text("".join(x + "\n" for x in [nllb.layout.old[0], *reversed(nllb.layout.old[1:])]))
     latin1 = work / "latin1.txt"
     latin1.write_bytes(m2m.raw["train"]["it"].read_text(encoding="utf-8").encode("latin-1"))
     assert "è".encode("latin-1") in latin1.read_bytes()
+    assert "--dev-text" in base["nllb"]
+    dev_flags = [i for i, x in enumerate(base["nllb"]) if x == "--dev-text"]
+    no_dev = [x for i, x in enumerate(base["nllb"]) if i not in dev_flags and i - 1 not in dev_flags]
     return {
+        "no dev text": (no_dev, "--dev-text"),
+        "dev text of a language the model lacks": (no_dev + ["--dev-text", f"xx_Yyyy={nllb.raw['dev']['eng_Latn']}"],
+                                                   "--dev-text xx_Yyyy"),
         # the data dictionary (no language tokens, no fillers) instead of the model dictionary: 8 + 3 rows short
         "row count": (_with(base["m2m"], "--dict", str(m2m.data_dict)), str(m2m.data_dict)),
-        # the same pieces in another model's order, same size: each row would mean another piece
-        "another model's dictionary": (_with(_with(base["mbart"], "--dict", str(another_dict)), "--spm",
-                                             str(another_spm)), str(another_dict)),
         "SentencePiece model not covering the dictionary": (_with(base["m2m"], "--spm", str(other_spm)),
                                                             str(other_spm)),
         "langs file disagreeing": (_with(base["nllb"], "--langs-file", str(reordered)), str(reordered)),
@@ -234,18 +286,43 @@ def bad_inputs(_models, verses, tmp_path_factory) -> dict[str, tuple[list[str], 
     }
 
 
-BAD = ["row count", pytest.param("another model's dictionary", marks=pytest.mark.skip(
-    reason="not implemented yet: upgrade's rows check (given vs shuffled piece rows) cannot tell this consistent "
-           "same-size pair of another SentencePiece model (dictionary in frequency order) from the model's own on "
-           "the 20-update fixture: nll 5.90 with it, 7.01 shuffled, 5.97 for a correct pair; it is accepted")),
-       "SentencePiece model not covering the dictionary",
+@pytest.fixture(scope="module")
+def another_models_pair(verses, tmp_path_factory) -> tuple[list[str], str]:
+    """A consistent dictionary + SentencePiece pair of another model of the same size (a SentencePiece model learnt on
+    other verses, its dictionary in fairseq's frequency order, like the model's own), given with an mbart-style
+    model trained long enough to know more than piece frequencies: a 20-update model knows only those, and nothing
+    can tell a frequency-ordered dictionary of another model from its own (rows_check.py)."""
+    work = tmp_path_factory.mktemp("another")
+    mbart = build_layout(MBART, verses, work / "mbart", updates=TRAINED_LONGER)
+    other_text = {b: verses.lines["valid"][b] + verses.lines["test"][b] + verses.lines["dev"][b] + verses.lines[
+        "train"]["it"] for b in ("en", "es", "fr")}
+    another_spm = train_spm(other_text, work / "another.model", 700, 1000, seed=2, byte_fallback=False)
+    sp = spm.SentencePieceProcessor(model_file=str(another_spm))
+    another_dict = work / "another_dict.txt"
+    another_dict.write_text("".join(f"{p} {c}\n" for p, c in dictionary_pieces(
+        sp, [x for lines in other_text.values() for x in lines], True)), encoding="utf-8")
+    assert len(another_dict.read_text().splitlines()) == len(mbart.dict.read_text().splitlines())
+    own = work / "own"  # the model's own pair passes the same check (the control of this test)
+    run_cli("mmt-upgrade", "upgrade", *upgrade_argv(mbart, own))
+    check = json.loads((own / "upgrade.json").read_text())["rows_check"]
+    assert check["swap_control_conclusive"], check
+    argv = _with(_with(upgrade_argv(mbart, work / "out"), "--dict", str(another_dict)), "--spm", str(another_spm))
+    return argv, str(another_dict)
+
+
+TRAINED_LONGER = 300  # updates of the model given another model's pair
+BAD = ["row count", "another model's dictionary", "SentencePiece model not covering the dictionary",
        "langs file disagreeing", "code already in the model", "code with whitespace", "empty code",
-       "code with a comma", "text not in UTF-8"]
+       "code with a comma", "text not in UTF-8", "no dev text", "dev text of a language the model lacks"]
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_input_is_one_clear_error_naming_the_culprit_and_nothing_is_written(case, bad_inputs, tmp_path):
-    argv, culprit = bad_inputs[case]
+def test_bad_input_is_one_clear_error_naming_the_culprit_and_nothing_is_written(case, request, tmp_path):
+    cases = {"another model's dictionary": "another_models_pair"}
+    if case in cases:  # built only when asked for
+        argv, culprit = request.getfixturevalue(cases[case])
+    else:
+        argv, culprit = request.getfixturevalue("bad_inputs")[case]
     out = tmp_path / "out"
     before = sorted(out.parent.iterdir())
     res = run_cli("mmt-upgrade", "upgrade", *_with(argv, "--out", str(out)), check=False)

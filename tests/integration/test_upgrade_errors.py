@@ -11,7 +11,8 @@ import torch
 
 from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.fairseq_io.checkpoint import read_checkpoint
-from mmt_upgrade.pipeline.experiment.plan import build_plan, new_data_config
+from mmt_upgrade.pipeline.experiment.plan import build_plan
+from mmt_upgrade.pipeline.experiment.prepare import new_data_config
 from mmt_upgrade.pipeline.experiment.spec import ExperimentConfig
 from mmt_upgrade.pipeline.runconfig import load_config
 from mmt_upgrade.pipeline.upgrade import BibleText, UpgradeInputs, upgrade
@@ -121,3 +122,20 @@ def test_verify_with_another_models_data_names_old_data(tiny_trained, tiny_data,
     assert sha256_file(other / manifest["dict"]) != sha256_file(tiny_data.dictionary)
     res = run_cli("mmt-upgrade", "verify", str(ckpt), str(out), "--old-data", str(other), check=False)
     _one_line_error(res, f"--old-data {other}: {other / manifest['dict']} is not the dict the model was upgraded from")
+
+
+def test_no_dev_text_for_any_old_language_names_the_flag(tiny_trained, tiny_data, tmp_path):
+    """Without --old-data, the dev text of one old language is enough; none at all is one line naming --dev-text."""
+    ckpt = tiny_trained[0] / "checkpoint_best.pt"
+    text = tmp_path / "it.txt"
+    text.write_text("Nel principio Iddio creò il cielo e la terra.\n" * 50, encoding="utf-8")
+    argv = [str(ckpt), "--dict", str(tiny_data.dictionary), "--spm", str(tiny_data.spm_model), "--new-langs", "it",
+            "--text", f"it={text}", "--new-spm-size", "60"]
+    res = run_cli("mmt-upgrade", "upgrade", *argv, "--out", str(tmp_path / "out"), check=False)
+    _one_line_error(res, "no dev text for any old language", "give --dev-text LANG=FILE")
+    assert not (tmp_path / "out").exists()
+    dev = tmp_path / "dev.es"
+    dev.write_text("\n".join(tiny_data.texts("valid")["es"]) + "\n", encoding="utf-8")
+    res = run_cli("mmt-upgrade", "upgrade", *argv, "--dev-text", f"ko={dev}", "--out", str(tmp_path / "out"),
+                  check=False)
+    _one_line_error(res, "--dev-text ko: not a language of checkpoint")

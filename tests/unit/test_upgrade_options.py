@@ -18,6 +18,7 @@ from mmt_upgrade.fairseq_io.drivers import flags_to_argv
 from mmt_upgrade.fairseq_io.layout import PreparedData
 from mmt_upgrade.pipeline.upgrade import command
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
+from mmt_upgrade.pipeline.upgrade.inputs import check_dev_langs
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.verify import check_old_data
 
@@ -84,6 +85,19 @@ def test_language_rules():
         UpgradeOptions(langtok_init={"it": "pt"}).check_langs(["en", "es"], ["it"])
     with pytest.raises(UserInputError, match="nothing to upgrade"):
         UpgradeOptions().check_langs(["en", "es"], [])
+
+
+def test_dev_text_of_any_old_language_is_enough_and_none_is_one_error():
+    """A 202-language model comes with the dev text one has: measured on those, in the model's order."""
+    old = [f"l{i:03d}_Latn" for i in range(202)]
+    assert check_dev_langs({"l150_Latn": ["b"], "l007_Latn": ["a"], "tyv_Cyrl": ["c"]}, old, ["tyv_Cyrl"],
+                           Path("m.pt")) == ["l007_Latn", "l150_Latn"]
+    with pytest.raises(UserInputError) as e:
+        check_dev_langs({"tyv_Cyrl": ["c"]}, old, ["tyv_Cyrl"], Path("m.pt"))
+    assert "no dev text for any old language of checkpoint m.pt (l000_Latn,l001_Latn,l002_Latn,l003_Latn," \
+           "l004_Latn,... (202 in all))" in str(e.value) and "give --dev-text LANG=FILE" in str(e.value)
+    with pytest.raises(UserInputError, match="--dev-text xx: not a language of checkpoint m.pt"):
+        check_dev_langs({"xx": ["a"], "l000_Latn": ["b"]}, old, ["tyv_Cyrl"], Path("m.pt"))
 
 
 def _model() -> tuple[dict, dict]:

@@ -178,7 +178,9 @@ class ExampleAligner:
     the teacher's model, with the teacher's language tokens."""
 
     def __init__(self, student_symbols: Sequence[str], student_tokenizer: Tokenizer,
-                 teacher_symbols: Sequence[str], teacher_spm: spm.SentencePieceProcessor):
+                 teacher_symbols: Sequence[str], teacher_spm: spm.SentencePieceProcessor,
+                 teacher_style: str = "multilingual"):
+        self.t_style = teacher_style  # the teacher's --lang-tok-style (`__xx__` or mbart's `[xx]`)
         self.s_symbols = np.asarray(student_symbols, dtype=object)
         self.s_tok = student_tokenizer
         self.s_unk = student_symbols.index("<unk>")
@@ -219,6 +221,7 @@ class ExampleAligner:
         eos = self.t_index["</s>"]
         t_src = self.t_spm_to_fs[np.asarray(self.t_sp.encode(src_text), dtype=np.int64)]
         return TeacherExample(
-            src=np.concatenate([[self.t_index[lang_token(src_lang)]], t_src, [eos]]),
-            tgt=np.concatenate([[self.t_index[lang_token(tgt_lang)]], self.t_spm_to_fs[t_seg.ids], [eos]]),
+            src=np.concatenate([[self.t_index[lang_token(src_lang, self.t_style)]], t_src, [eos]]),
+            tgt=np.concatenate([[self.t_index[lang_token(tgt_lang, self.t_style)]], self.t_spm_to_fs[t_seg.ids],
+                                [eos]]),
             align=align)

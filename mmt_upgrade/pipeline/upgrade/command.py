@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training text of a language, one sentence per line (repeatable; default: the Bible "
                              "train split under --old-data's split rules)")
     parser.add_argument("--dev-text", action="append", default=[], metavar="LANG=FILE",
-                        help="old-language dev text for the segmentation-change measurement (default: --old-data's)")
+                        help="dev text of an old language (repeatable): the check that --dict is the model's, the "
+                             "segmentation-change figures and the merged SentencePiece model's fit are measured on "
+                             "the old languages given; one is enough (default: --old-data's)")
     UpgradeOptions.add_arguments(parser)
 
 

@@ -9,14 +9,12 @@ everything else before anything is built; upgrade.json's `inputs` records each w
 """
 from __future__ import annotations
 
-import math
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sentencepiece as spm
-import torch
 
 from mmt_upgrade.core.options import comma_list
 from mmt_upgrade.core.errors import UserInputError
@@ -26,17 +24,12 @@ from mmt_upgrade.core.languages import check_extends, parse_lang_list
 from mmt_upgrade.core.paths import cache_dir
 from mmt_upgrade.core.spm import load_spm
 from mmt_upgrade.core.symbols import SymbolLayout, check_lang_code, read_dictionary_file
-from mmt_upgrade.core.vocab import Tokenizer, check_spm_covers_dictionary
+from mmt_upgrade.core.vocab import check_spm_covers_dictionary
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, checkpoint_layout, checkpoint_model_cfg, read_checkpoint
 from mmt_upgrade.fairseq_io.layout import PreparedData
-from mmt_upgrade.fairseq_io.models import copy_nll, load_model_in_layout
 from mmt_upgrade.pipeline.data.prepare import DataConfig, bible_texts
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.upgrade.rows import vocab_param_groups
-
-
-ROWS_CHECK_SENTENCES = 32  # dev sentences in all scored by `check_rows_mean_pieces` (its cost: 2 passes each)
-ROWS_CHECK_MARGIN = 0.3  # nats per piece the given rows must beat shuffled rows by
 
 
 @dataclass
@@ -104,6 +97,11 @@ class ResolvedInputs:
         return self.old_langs + self.new_langs
 
     @property
+    def measured_langs(self) -> list[str]:
+        """The old languages with dev text (`check_dev_langs`): what the checks and figures are measured on."""
+        return [x for x in self.old_langs if self.dev_texts.get(x)]
+
+    @property
     def what(self) -> str:
         return f"checkpoint {self.checkpoint}"
 
@@ -152,6 +150,27 @@ def read_lang_pairs_file(path: Path) -> tuple[Path, list[str]]:
     return Path(path), pairs
 
 
+def _few(langs: Sequence[str], n: int = 5) -> str:
+    return ",".join(langs[:n]) + (f",... ({len(langs)} in all)" if len(langs) > n else "")
+
+
+def check_dev_langs(dev: Mapping[str, Sequence[str]], old_langs: Sequence[str], new_langs: Sequence[str],
+                    checkpoint: Path) -> list[str]:
+    """The old languages with dev text, those the rows check and the segmentation figures are measured on: any
+    of them is enough (a 202-language model need not come with 202 files), none is one error; a language that
+    is neither old nor new is refused by name. Returns them in the model's order."""
+    unknown = [x for x in dev if x not in old_langs and x not in new_langs]
+    if unknown:
+        raise UserInputError(f"--dev-text {unknown[0]}: not a language of checkpoint {checkpoint} "
+                             f"({_few(old_langs)}) nor of --new-langs")
+    measured = [x for x in old_langs if dev.get(x)]
+    if not measured:
+        raise UserInputError(f"no dev text for any old language of checkpoint {checkpoint} ({_few(old_langs)}): "
+                             "the check that the dictionary is the model's and the segmentation measurement need "
+                             "one; give --dev-text LANG=FILE for at least one of them (or --old-data)")
+    return measured
+
+
 def _default_path(given: Path | None, prepared: Path | None, configured: str | None) -> Path | None:
     """A flag's path, else the prepared data's, else the file the checkpoint's config names where it exists."""
     if given or prepared:
@@ -194,10 +213,7 @@ def resolve_inputs(inputs: UpgradeInputs, options: UpgradeOptions) -> ResolvedIn
     texts, sources = _training_texts(inputs, needed)
     dev = old_data.texts("valid") if old_data else {}
     dev |= {lang: read_text_lines(file, f"--dev-text {lang}") for lang, file in inputs.dev_text_files.items()}
-    missing_dev = [x for x in old_langs if not dev.get(x)]
-    if missing_dev:
-        raise UserInputError(f"no dev text for {', '.join(missing_dev)} to measure segmentation changes: "
-                             "give --old-data or --dev-text LANG=FILE")
+    check_dev_langs(dev, old_langs, new_langs, checkpoint)
     sp = load_spm(spm_path)
     symbols, rest = read_dictionary_file(dictionary)
     layout = SymbolLayout(symbols, old_langs, settings["style"], settings["data_source_tags"])
@@ -209,32 +225,6 @@ def resolve_inputs(inputs: UpgradeInputs, options: UpgradeOptions) -> ResolvedIn
     pairs = read_lang_pairs_file(inputs.lang_pairs_file) if inputs.lang_pairs_file else None
     return ResolvedInputs(checkpoint, state, old_langs, new_langs, Path(spm_path), Path(dictionary), sp, layout,
                           rest, texts, sources, dev, old_data.texts("train") if old_data else {}, pairs)
-
-
-def check_rows_mean_pieces(inputs: ResolvedInputs) -> dict[str, Any]:
-    """A dictionary + SentencePiece pair of another model with the same number of rows passes every count; its rows
-    mean other pieces. Caught by the old model's own loss: a few old-language dev sentences scored as their own
-    translation must cost clearly less with the given rows than with the piece rows shuffled. upgrade.json's
-    `rows_check`."""
-    layout = inputs.layout
-    model = load_model_in_layout(inputs.checkpoint, layout, inputs.dictionary, layout.langs_in_file,
-                                 Tokenizer.single(inputs.spm, inputs.old_langs, inputs.sp), inputs.state)
-    pieces = torch.tensor(layout.piece_rows(), dtype=torch.long)
-    remap = torch.arange(len(layout.rows))
-    remap[pieces] = pieces[torch.randperm(len(pieces), generator=torch.Generator().manual_seed(0))]
-    per_lang = max(1, ROWS_CHECK_SENTENCES // len(inputs.old_langs))  # a fixed budget, however many languages
-    texts = {x: inputs.dev_texts[x][:per_lang] for x in inputs.old_langs[:ROWS_CHECK_SENTENCES]}
-    given = sum(copy_nll(model, x, lines) for x, lines in texts.items()) / len(texts)
-    shuffled = sum(copy_nll(model, x, lines, remap) for x, lines in texts.items()) / len(texts)
-    del model
-    if shuffled - given < ROWS_CHECK_MARGIN:
-        raise UserInputError(
-            f"dictionary {inputs.dictionary} and SentencePiece model {inputs.spm} are not checkpoint "
-            f"{inputs.checkpoint}'s: its loss on the dev text is {given:.2f} nats per piece with them and "
-            f"{shuffled:.2f} with the rows shuffled (uniform: {math.log(len(layout.rows)):.2f}), so its rows mean "
-            "other pieces; give the model's own dictionary and SentencePiece model")
-    return {"rows_check": {"sentences_per_lang": per_lang, "langs": len(texts), "nll": round(given, 4),
-                           "nll_rows_shuffled": round(shuffled, 4), "uniform": round(math.log(len(layout.rows)), 4)}}
 
 
 def hash_files(pool: Executor, inputs: ResolvedInputs) -> dict[str, Future]:

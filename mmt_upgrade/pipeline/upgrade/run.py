@@ -18,16 +18,11 @@ from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.core.vocab import upgraded_layout
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
-from mmt_upgrade.pipeline.upgrade.inputs import (
-    UpgradeInputs,
-    check_rows_mean_pieces,
-    hash_files,
-    inputs_section,
-    resolve_inputs,
-)
+from mmt_upgrade.pipeline.upgrade.inputs import UpgradeInputs, hash_files, inputs_section, resolve_inputs
 from mmt_upgrade.pipeline.upgrade.languages import upgrade_languages
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.upgrade.rows import upgrade_rows
+from mmt_upgrade.pipeline.upgrade.rows_check import check_rows_mean_pieces
 from mmt_upgrade.pipeline.upgrade.vocabulary import build_vocabulary, vocabulary_section
 from mmt_upgrade.pipeline.upgrade.write import (
     CHECKPOINT,

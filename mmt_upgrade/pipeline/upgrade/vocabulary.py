@@ -27,7 +27,12 @@ MERGED_SPM = "spm.model"  # the name keep and retrain give their one model: the 
 
 
 def _sample(inputs: ResolvedInputs, lang: str) -> list[str]:
-    return inputs.dev_texts.get(lang) or inputs.texts[lang][:STATS_SAMPLE]
+    return inputs.dev_texts.get(lang) or inputs.texts.get(lang, [])[:STATS_SAMPLE]
+
+
+def _samples(inputs: ResolvedInputs) -> dict[str, list[str]]:
+    """Per language with any text (old languages without dev or training text are not measured)."""
+    return {x: lines for x in inputs.langs if (lines := _sample(inputs, x))}
 
 
 def _old_fit_text(inputs: ResolvedInputs) -> dict[str, list[str]]:
@@ -35,8 +40,9 @@ def _old_fit_text(inputs: ResolvedInputs) -> dict[str, list[str]]:
     segmentation figures measure on (0 changes there by construction, unless a character the old model lacked
     is involved), plus their training text where known (a --text file, else --old-data's train split): text
     never fitted on can still change, far less often the more there is (BENCHMARKS.md)."""
-    return {x: inputs.dev_texts[x] + (inputs.texts.get(x) or inputs.old_train_texts.get(x, []))
-            for x in inputs.old_langs}
+    fit = {x: inputs.dev_texts.get(x, []) + (inputs.texts.get(x) or inputs.old_train_texts.get(x, []))
+           for x in inputs.old_langs}
+    return {x: lines for x, lines in fit.items() if lines}
 
 
 def _write_merged(inputs: ResolvedInputs, vocab: VocabularyUpgrade) -> None:
@@ -75,17 +81,19 @@ def vocabulary_section(inputs: ResolvedInputs, vocab: VocabularyUpgrade) -> dict
     """How the new tokenizer segments: old-language dev text must not change unless retrained."""
     langs = inputs.langs
     old_tok = Tokenizer.single(inputs.spm, langs, inputs.sp)
-    seg_change = segmentation_change(old_tok, vocab.tokenizer, {x: inputs.dev_texts[x] for x in inputs.old_langs})
+    measured = inputs.measured_langs
+    seg_change = segmentation_change(old_tok, vocab.tokenizer, {x: inputs.dev_texts[x] for x in measured})
     if vocab.mode != "retrain" and any(v["changed"] for v in seg_change.values()):
         raise AssertionError(f"extend mode changed old-language segmentations: {seg_change}")
-    sample = {x: _sample(inputs, x) for x in langs}
+    sample = _samples(inputs)
     before = segmentation_stats(old_tok, sample)
     after = segmentation_stats(vocab.tokenizer, sample, set(inputs.pieces))
     return {
         "vocab_mode": vocab.mode,
         "vocab": vocab.stats,
         "segmentation_change": seg_change,
-        "segmentation": {x: {"old": before[x], "upgraded": after[x]} for x in langs},
+        "segmentation": {x: {"old": before[x], "upgraded": after[x]} for x in langs if x in sample},
+        "dev_text_langs": {"measured": measured, "old_langs": len(inputs.old_langs)},
         "tokenizer": {"models": vocab.tokenizer.models, "route": vocab.tokenizer.route},
         **(_merged_section(inputs, vocab, sample) if vocab.mode == "extend" and inputs.new_langs else {}),
     }
@@ -98,7 +106,7 @@ def _merged_section(inputs: ResolvedInputs, vocab: VocabularyUpgrade, sample: di
         return {"merged_spm": {"file": None, "reason": f"{inputs.spm} is not a unigram model"}}
     routed = {x: pieces_per_word(vocab.tokenizer.processor(x), sample[x]) for x in inputs.new_langs}
     figures = merged_figures(inputs.sp, vocab.tokenizer.root / MERGED_SPM,
-                             {x: inputs.dev_texts[x] for x in inputs.old_langs}, routed,
+                             {x: inputs.dev_texts[x] for x in inputs.measured_langs}, routed,
                              {x: sample[x] for x in inputs.new_langs}, inputs.sp.GetPieceSize())
     fitted = _old_fit_text(inputs)
-    return {"merged_spm": figures | {"fitted_on_lines": {x: len(fitted[x]) for x in inputs.old_langs}}}
+    return {"merged_spm": figures | {"fitted_on_lines": {x: len(v) for x, v in fitted.items()}}}
