@@ -197,6 +197,8 @@ def teacher_argv(old: Built) -> list[str]:
 def test_finetune_with_the_plugins_then_generate_equals_interactive(upgraded, tmp_path):
     old, out, report = upgraded
     lay = old.layout
+    if lay.name in ("m2m", "nllb"):  # about 45 s each; the suite must stay under CI's 30 minutes
+        pytest.skip("covered by m2m_args (the same files, saved as legacy args) and nllb_tags (NLLB plus its tags)")
     pivot, new = lay.old[0], lay.new
     bin_dir = binarize_upgraded(old, out, tmp_path / "data", {"train": 120, "valid": 20, "dev": SENTENCES + 2})
     pairs = ",".join(f"{a}-{b}" for c in lay.old[1:] + [new] for a, b in ((c, pivot), (pivot, c)))

@@ -174,6 +174,19 @@ def test_a_two_task_slurm_job_trains_data_parallel_and_rank_0_reports(ddp_refere
     assert "'distributed_world_size': 2" in text and "num_updates=24" in text
 
 
+def _start_once_requeued(job_id: str, env: dict[str, str], wait_s: float = 120) -> None:
+    """SLURM holds a requeued job until a begin time about two minutes on (`Reason=BeginTime`); move that to
+    now, so the test does not idle (best effort: the job starts by itself at its begin time anyway)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        reason = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%r"], env=env, capture_output=True,
+                                text=True).stdout.strip()
+        if reason == "BeginTime":
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=env, check=False)
+            return
+        time.sleep(0.5)
+
+
 def test_a_preempted_two_task_job_is_requeued_and_resumes_to_the_same_result(ddp_reference, tiny_data, tmp_path,
                                                                              monkeypatch, slurm_cluster):
     """USR2 (what SLURM sends before preemption, `--signal=USR2@90`) mid-training: submitit's rank 0
@@ -186,6 +199,7 @@ def test_a_preempted_two_task_job_is_requeued_and_resumes_to_the_same_result(ddp
         assert time.monotonic() < deadline and not job.done(), "the job never reached update 12"
         time.sleep(0.5)
     subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], env=slurm_cluster, check=True)
+    _start_once_requeued(job.job_id, slurm_cluster)
     results = job.results()
     err = (tmp_path / "jobs" / f"{job.job_id}_0_log.err").read_text()  # rank 0, both attempts (append mode)
     assert "Requeued job" in err, err[-3000:]
