@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -35,6 +36,21 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """An empty directory beside `path`, renamed to `path` only if the block succeeds and removed otherwise
+    (the caller checks that `path` is new: a reader never sees a half-written directory)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -56,18 +72,22 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_text_lines(file: Path, what: str) -> list[str]:
-    """The non-empty lines of a UTF-8 text file; a missing, empty or non-UTF-8 file is one error starting
-    with `what` (the flag, and the language it is for)."""
+def read_utf8(file: Path, what: str) -> str:
+    """A UTF-8 text file's text; a missing or non-UTF-8 file is one error starting with `what` (the flag, and
+    the language it is for)."""
     file = Path(file)
     if not file.is_file():
         raise UserInputError(f"{what}: file not found: {file}")
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserInputError(f"{what}: {file} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
                              f"{e.start}); convert it, e.g. with iconv -t utf-8") from None
-    lines = [x for x in text.splitlines() if x.strip()]
+
+
+def read_text_lines(file: Path, what: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file (`read_utf8`); an empty one is an error too."""
+    lines = [x for x in read_utf8(file, what).splitlines() if x.strip()]
     if not lines:
         raise UserInputError(f"{what}: {file} holds no text")
     return lines

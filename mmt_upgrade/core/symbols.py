@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.files import read_utf8
 from mmt_upgrade.core.options import OptionGroup, option
 from mmt_upgrade.core.spm import SPECIALS
 
@@ -83,12 +84,7 @@ def read_dictionary_file(path: Path) -> tuple[list[str], list[str]]:
     """A fairseq dictionary file: its symbols in file order, and the rest of each line verbatim (the count and
     any `#fairseq:overwrite` flag), split as `Dictionary.add_from_file` splits them."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"dictionary not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"dictionary {path} is not UTF-8 text (offset {e.start})") from None
+    text = read_utf8(path, "dictionary")
     symbols, rest, seen = [], [], set()
     for n, line in enumerate(text.splitlines(), 1):
         symbol, _, tail = line.rstrip().rpartition(" ")

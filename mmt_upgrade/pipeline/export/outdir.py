@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.files import atomic_dir
 
 
 def check_new(out: Path, flag: str) -> Path:
@@ -24,14 +23,9 @@ def check_new(out: Path, flag: str) -> Path:
 def building(out: Path, flag: str) -> Iterator[Path]:
     """An empty directory beside `out`, renamed to `out` if the block succeeds and removed otherwise."""
     out = check_new(out, flag)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
         yield tmp
-        os.replace(tmp, check_new(out, flag))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        check_new(out, flag)  # not created meanwhile: renaming would replace an empty one
 
 
 def require_extra(extra: str, *modules: str) -> None:

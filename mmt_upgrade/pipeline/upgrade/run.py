@@ -8,13 +8,12 @@ built, and the output directory is built beside its final place and renamed when
 """
 from __future__ import annotations
 
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from mmt_upgrade.core.files import log
-from mmt_upgrade.core.record import NewParameterRecord
+from mmt_upgrade.core.files import atomic_dir, log, write_json_atomic
+from mmt_upgrade.core.record import UPGRADE_JSON, NewParameterRecord
 from mmt_upgrade.core.vocab import upgraded_layout
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
@@ -29,8 +28,6 @@ from mmt_upgrade.pipeline.upgrade.write import (
     check_out_dir,
     commands_section,
     outputs_section,
-    publish,
-    temp_dir,
     write_lang_pairs,
     write_model,
 )
@@ -46,29 +43,28 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
     rows_check = check_rows_mean_pieces(found)
     state, record = found.state, NewParameterRecord()
     report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | rows_check
-    tmp = temp_dir(out_dir)
     hasher = ThreadPoolExecutor(max_workers=1)  # a multi-GB checkpoint hashes beside SentencePiece training
     hashes = hash_files(hasher, found)
     try:
-        vocab = build_vocabulary(found, options, tmp)
-        report |= vocabulary_section(found, vocab)
-        layout = upgraded_layout(found.layout, vocab, found.new_langs)
-        report |= upgrade_rows(state["model"], found.spm, found.sp, found.layout, layout, vocab.mode, options,
-                               record, found.what)
-        lang_dict = bool(checkpoint_task_cfg(state).get("lang_dict")) or inputs.langs_file is not None
-        report |= upgrade_languages(state, found.old_langs, found.new_langs, out_dir)
-        report |= grow_model(state, options, record, found.what)
-        report |= inputs_section(found, hashes)
-        log(f"upgrade: writing {out_dir / CHECKPOINT}")
-        report |= write_model(state, found.layout, layout, found.dict_rest, found.dictionary.name, record, tmp,
-                              lang_dict)
-        write_lang_pairs(found.lang_pairs_file, report["lang_pairs"], found.new_langs, tmp)
-        report |= commands_section(state, found.layout, layout, report["lang_pairs"], out_dir)
-        report |= outputs_section(tmp)
-        report["wall_s"] = round(time.monotonic() - t0, 2)
-        checkpoint = publish(tmp, report, out_dir)
+        with atomic_dir(out_dir) as tmp:
+            vocab = build_vocabulary(found, options, tmp)
+            report |= vocabulary_section(found, vocab)
+            layout = upgraded_layout(found.layout, vocab, found.new_langs)
+            report |= upgrade_rows(state["model"], found.spm, found.sp, found.layout, layout, vocab.mode, options,
+                                   record, found.what)
+            lang_dict = bool(checkpoint_task_cfg(state).get("lang_dict")) or inputs.langs_file is not None
+            report |= upgrade_languages(state, found.old_langs, found.new_langs, out_dir)
+            report |= grow_model(state, options, record, found.what)
+            report |= inputs_section(found, hashes)
+            log(f"upgrade: writing {out_dir / CHECKPOINT}")
+            report |= write_model(state, found.layout, layout, found.dict_rest, found.dictionary.name, record, tmp,
+                                  lang_dict)
+            write_lang_pairs(found.lang_pairs_file, report["lang_pairs"], found.new_langs, tmp)
+            report |= commands_section(state, found.layout, layout, report["lang_pairs"], out_dir)
+            report |= outputs_section(tmp)
+            report["wall_s"] = round(time.monotonic() - t0, 2)
+            write_json_atomic(tmp / UPGRADE_JSON, report)
     finally:
         hasher.shutdown(cancel_futures=True)
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"upgrade: done in {time.monotonic() - t0:.1f} s -> {out_dir}")
-    return checkpoint
+    return out_dir / CHECKPOINT

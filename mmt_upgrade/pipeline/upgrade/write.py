@@ -3,18 +3,16 @@
 `record`, `layout`, `commands` and `outputs`."""
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from mmt_upgrade.core.errors import UserInputError
-from mmt_upgrade.core.files import sha256_file, write_json_atomic
+from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.core.paths import PLUGIN_DIR
-from mmt_upgrade.core.record import TASK_STATE_KEY, UPGRADE_JSON, NewParameterRecord
+from mmt_upgrade.core.record import TASK_STATE_KEY, NewParameterRecord
 from mmt_upgrade.core.symbols import SymbolLayout
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
 from mmt_upgrade.pipeline.upgrade.languages import LANG_DICT, MODEL_DICT
@@ -32,14 +30,6 @@ def check_out_dir(out_dir: Path, checkpoint: Path) -> Path:
     if out_dir.exists():
         raise UserInputError(f"--out {out_dir} exists; choose a new directory (nothing is overwritten)")
     return out_dir
-
-
-def temp_dir(out_dir: Path) -> Path:
-    """An empty directory beside `out_dir` to build in."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
 
 
 def dictionary_text(symbols: Sequence[str], counts: Mapping[str, str]) -> str:
@@ -123,10 +113,3 @@ def outputs_section(tmp: Path) -> dict[str, Any]:
     return {"outputs": {p.name: sha256_file(p) if p.name != CHECKPOINT else f"{p.stat().st_size} bytes"
                         for p in sorted(tmp.iterdir()) if p.is_file()}}
 
-
-def publish(tmp: Path, report: dict[str, Any], out_dir: Path) -> Path:
-    """upgrade.json, then the directory renamed into place; returns the checkpoint."""
-    write_json_atomic(tmp / UPGRADE_JSON, report)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, out_dir)
-    return out_dir / CHECKPOINT
