@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -103,7 +104,8 @@ def read_dictionary_file(path: Path) -> tuple[list[str], list[str]]:
 
 @dataclass(frozen=True)
 class SymbolLayout:
-    """The rows of a model's embedding, in fairseq's order, and where each comes from."""
+    """The rows of a model's embedding, in fairseq's order, and where each comes from. Immutable: the derived
+    tables are computed once (a 256k-row model asks `is_piece` of every row, several times)."""
 
     dict_symbols: tuple[str, ...]  # the dictionary file's symbols in file order
     langs: tuple[str, ...]  # the model's --langs order
@@ -118,13 +120,13 @@ class SymbolLayout:
     def lang_tokens(self, langs: Sequence[str] | None = None) -> list[str]:
         return [lang_token(x, self.style) for x in (self.langs if langs is None else langs)]
 
-    @property
+    @cached_property
     def langs_in_file(self) -> bool:
         """The dictionary file holds the language tokens (M2M-100's `--fixed-dictionary` layout)."""
         held = set(self.dict_symbols)
         return bool(self.langs) and all(t in held for t in self.lang_tokens())
 
-    @property
+    @cached_property
     def runtime_symbols(self) -> tuple[str, ...]:
         """What fairseq's `augment_dictionary` (and the tags flag) add after the file's symbols."""
         held = set(self.dict_symbols)
@@ -135,7 +137,7 @@ class SymbolLayout:
             extra += [t for t in DATA_SOURCE_TAGS if t not in held]
         return tuple(extra)
 
-    @property
+    @cached_property
     def rows(self) -> tuple[str, ...]:
         return SPECIALS + self.dict_symbols + self.runtime_symbols
 
@@ -143,17 +145,21 @@ class SymbolLayout:
         """A SentencePiece piece, not a language token, filler, tag, `<mask>` or special."""
         return not (symbol in self._non_pieces or FILLER.fullmatch(symbol))
 
-    @property
+    @cached_property
     def _non_pieces(self) -> frozenset[str]:
         return frozenset(self.lang_tokens()) | frozenset(DATA_SOURCE_TAGS) | {MASK} | frozenset(SPECIALS)
 
-    @property
+    @cached_property
     def pieces(self) -> tuple[str, ...]:
         return tuple(s for s in self.dict_symbols if self.is_piece(s))
 
     def piece_rows(self) -> list[int]:
         """Rows that are SentencePiece pieces."""
-        return [i for i, x in enumerate(self.rows) if self.is_piece(x)]
+        return list(self._piece_rows)
+
+    @cached_property
+    def _piece_rows(self) -> tuple[int, ...]:
+        return tuple(i for i, x in enumerate(self.rows) if self.is_piece(x))
 
     def langtok_rows(self) -> dict[str, int]:
         """Row of every language's token."""

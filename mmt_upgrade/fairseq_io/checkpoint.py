@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import mmap
 import pickle
 import zipfile
 from pathlib import Path
@@ -22,6 +24,7 @@ torch.serialization.add_safe_globals([argparse.Namespace])
 LAST = "checkpoint_last.pt"  # resumed from (`--restore-file`'s default)
 BEST = "checkpoint_best.pt"  # lowest validation loss
 INTERVAL = "checkpoint_*_{updates}.pt"  # --save-interval-updates: checkpoint_<epoch>_<updates>.pt
+MADV_DONTNEED = 4  # <sys/mman.h> on Linux
 
 
 def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
@@ -39,6 +42,28 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state or (state.get("cfg") is None and state.get("args") is None):
         raise UserInputError(f"{path} is not a fairseq checkpoint (no 'model' and 'cfg' or 'args' entries)")
     return state
+
+
+def release_mapped(tensor: torch.Tensor) -> bool:
+    """Drop a tensor read by `read_checkpoint(mmap=True)` from this process's memory when it is no longer needed
+    (NLLB-200's old embedding, 1 GB, once its rows are copied): its whole pages leave the resident set, the file
+    is untouched and a later read maps them in again. Only pages inside a private mapping of a file are released
+    (in ordinary memory that would zero them). Returns whether it did; a no-op off Linux."""
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, end // page * page
+    if last <= first or not Path("/proc/self/maps").is_file():
+        return False
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= start and end <= hi:
+            if fields[1][3] != "p" or len(fields) < 6 or not Path(fields[5]).is_file():
+                return False
+            libc = ctypes.CDLL(None, use_errno=True)
+            return libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED) == 0
+    return False
 
 
 def checkpoint_num_updates(path: Path) -> int:

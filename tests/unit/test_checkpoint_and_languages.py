@@ -1,6 +1,8 @@
 """Bad checkpoints, language lists and configs get one clear error."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,3 +50,26 @@ def test_unknown_config_and_override_errors():
         load_config("tiny", ["data.vocab_size"])
     with pytest.raises(UserInputError, match="unknown language code 'xx'"):
         load_config("tiny", ["data.langs=[es,xx]"])
+
+
+def _rss_mib() -> int:
+    return int(next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS")).split()[1]) // 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_release_mapped_drops_pages_and_keeps_values(tmp_path):
+    """An upgraded 256k-row model's old embedding leaves memory once copied; values read again are the file's,
+    and a tensor in ordinary memory is never touched."""
+    from mmt_upgrade.fairseq_io.checkpoint import release_mapped
+
+    torch.save({"model": {"a": torch.randn(16, 2**20), "b": torch.arange(10.0)}, "args": None}, tmp_path / "x.pt")
+    state = torch.load(tmp_path / "x.pt", mmap=True)
+    a = state["model"]["a"]
+    total = float(a.sum())
+    before = _rss_mib()
+    assert release_mapped(a)
+    assert before - _rss_mib() > 48  # of 64 MiB
+    assert float(a.sum()) == total and state["model"]["b"].tolist() == list(range(10))
+    anon = torch.randn(2**20)
+    copy = anon.clone()
+    assert not release_mapped(anon) and torch.equal(anon, copy)

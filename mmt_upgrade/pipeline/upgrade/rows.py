@@ -24,6 +24,7 @@ from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.core.spm import SPECIALS
 from mmt_upgrade.core.symbols import SymbolLayout
 from mmt_upgrade.core.vocab import row_sources
+from mmt_upgrade.fairseq_io.checkpoint import release_mapped
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 
 UNK_ID = SPECIALS.index("<unk>")
@@ -87,6 +88,15 @@ def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
     return out
 
 
+def _copy_rows(matrix: torch.Tensor, old_matrix: torch.Tensor, sources: torch.Tensor, chunk: int = 16384) -> None:
+    """`matrix[i] = old_matrix[sources[i]]` where `sources[i] >= 0`, a chunk of rows at a time: one gather of a
+    256k x 1024 embedding would hold a third copy of it."""
+    dst = (sources >= 0).nonzero().squeeze(1)
+    for i in range(0, len(dst), chunk):
+        rows = dst[i:i + chunk]
+        matrix[rows] = old_matrix[sources[rows]]
+
+
 def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old: SymbolLayout, new: SymbolLayout,
                          options: UpgradeOptions, compose_weights: torch.Tensor | None, record: NewParameterRecord,
                          what: str) -> dict[str, Any]:
@@ -108,11 +118,11 @@ def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old: SymbolLayout
         old_matrix = model_state[names[0]]
         generator = torch.Generator().manual_seed(options.seed * 1000 + gi)
         matrix = old_matrix.new_empty(len(new.rows), old_matrix.shape[1])
-        copied = sources >= 0
-        matrix[copied] = old_matrix[sources[copied]]
+        _copy_rows(matrix, old_matrix, sources)
         matrix[piece_rows] = init_new_piece_rows(old_matrix, old_piece_rows, options.init, int(piece_rows.sum()),
                                                  generator, compose_weights)
         matrix[langtok_rows] = init_langtok_rows(old_matrix, old_langtoks, new_langs, options.langtok_init)
+        release_mapped(old_matrix)
         for name in names:
             model_state[name] = matrix
             for start, stop in _runs(sources < 0):

@@ -3,7 +3,9 @@
 `record`, `layout`, `commands` and `outputs`."""
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,14 +42,17 @@ def dictionary_text(symbols: Sequence[str], counts: Mapping[str, str]) -> str:
 def write_dictionaries(old: SymbolLayout, new: SymbolLayout, dict_rest: Sequence[str], input_name: str,
                        tmp: Path) -> None:
     """`dict.txt` (the model dictionary: the file fairseq loads, `--fixed-dictionary` where the input had one), a
-    copy per language (the directory doubles as the DATA argument of fairseq-interactive), a copy under the input
-    file's name (NLLB's `dictionary.txt`, M2M's `model_dict.128k.txt`) and, where the input's file held the
-    language tokens (M2M), `data_dict.txt`: the pieces only, for binarizing."""
+    hard link to it per language (the directory doubles as the DATA argument of fairseq-interactive; NLLB-200's
+    203 copies of a 4 MB file would cost seconds and 800 MB) and under the input file's name (NLLB's
+    `dictionary.txt`, M2M's `model_dict.128k.txt`) and, where the input's file held the language tokens (M2M),
+    `data_dict.txt`: the pieces only, for binarizing."""
     counts = dict(zip(old.dict_symbols, dict_rest))
-    text = dictionary_text(new.dict_symbols, counts)
-    names = [MODEL_DICT] + [f"dict.{x}.txt" for x in new.langs] + ([input_name] if input_name != MODEL_DICT else [])
-    for name in names:
-        (tmp / name).write_text(text, encoding="utf-8")
+    (tmp / MODEL_DICT).write_text(dictionary_text(new.dict_symbols, counts), encoding="utf-8")
+    for name in [f"dict.{x}.txt" for x in new.langs] + ([input_name] if input_name != MODEL_DICT else []):
+        try:
+            os.link(tmp / MODEL_DICT, tmp / name)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(tmp / MODEL_DICT, tmp / name)
     if old.langs_in_file:
         (tmp / DATA_DICT).write_text(dictionary_text(new.pieces, counts), encoding="utf-8")
 
@@ -108,8 +113,14 @@ def write_lang_pairs(given: tuple[Path, list[str]] | None, pairs: Sequence[str],
 
 
 def outputs_section(tmp: Path) -> dict[str, Any]:
-    """The files written, by hash; the checkpoint by size (it is identified by the input hashes and this file,
-    and hashing it again costs seconds)."""
-    return {"outputs": {p.name: sha256_file(p) if p.name != CHECKPOINT else f"{p.stat().st_size} bytes"
-                        for p in sorted(tmp.iterdir()) if p.is_file()}}
+    """The files written, by hash (hard links hashed once); the checkpoint by size (it is identified by the input
+    hashes and this file, and hashing it again costs seconds)."""
+    hashes: dict[int, str] = {}
+    out = {}
+    for p in sorted(tmp.iterdir()):
+        if p.is_file():
+            inode = p.stat().st_ino
+            out[p.name] = (f"{p.stat().st_size} bytes" if p.name == CHECKPOINT else
+                           hashes.get(inode) or hashes.setdefault(inode, sha256_file(p)))
+    return {"outputs": out}
 
