@@ -24,9 +24,10 @@ pieces per word); one in a new script keeps them all.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import sentencepiece as spm
 from google.protobuf.message import DecodeError
@@ -41,6 +42,7 @@ MARGIN = 0.5  # added to every demotion, so that a demoted piece loses by a clea
 MAX_ROUNDS = 8  # demotion rounds before the pieces still winning on old text are dropped
 PPW_TOLERANCE = 0.01  # the offset search stops at 1 % more pieces per word than the routed tokenizer
 SEARCH_STEPS = 16  # grid steps of the offset search
+_UNIT = re.compile("\u2581?[^\u2581]+|\u2581")  # SentencePiece's whitespace-delimited units (normalized text)
 
 
 @dataclass
@@ -75,7 +77,11 @@ def processor(proto: pb.ModelProto) -> spm.SentencePieceProcessor:
 
 
 def pieces_per_word(sp: spm.SentencePieceProcessor, lines: Sequence[str]) -> float:
-    return sum(len(x) for x in sp.Encode(list(lines))) / max(sum(len(x.split()) for x in lines), 1)
+    return _per_word(sp.Encode(list(lines)), lines)
+
+
+def _per_word(ids: Sequence[Sequence[int]], lines: Sequence[str]) -> float:
+    return sum(len(x) for x in ids) / max(sum(len(x.split()) for x in lines), 1)
 
 
 def normal_score_range(proto: pb.ModelProto) -> tuple[float, float]:
@@ -116,33 +122,65 @@ class _Merged:
         for i in self.usable():
             self.proto.pieces[i].score = max(self.new_scores[i - self.base] + offset, self.floor)
 
-    def score(self, ids: Sequence[int], sp: spm.SentencePieceProcessor) -> float:
-        unk = self.floor - UNKNOWN_PENALTY
-        return sum(unk if sp.IsByte(i) or sp.IsUnknown(i) else self.proto.pieces[i].score for i in ids)
+    def score(self, ids: Sequence[int]) -> float:
+        unk, pieces = self.floor - UNKNOWN_PENALTY, self.proto.pieces
+        return sum(unk if pieces[i].type in (Piece.BYTE, Piece.UNKNOWN) else pieces[i].score for i in ids)
 
 
-def _search_offset(merged: _Merged, new_texts: Mapping[str, Sequence[str]], targets: Mapping[str, float]) -> float:
+class _View:
+    """The merged model restricted to the pieces that occur in some lines. Viterbi over those lines never meets
+    the others, so it segments them exactly as the whole model does; and a 256k-piece model (NLLB-200) takes about
+    half a second to load, which the offset search and the demotion rounds would pay after every change of
+    scores. Ids are the whole model's. The lowest-scoring normal piece stays: unigram prices unknown characters
+    from it."""
+
+    def __init__(self, merged: _Merged, lines: Sequence[str], normalizer: spm.SentencePieceProcessor) -> None:
+        table = [(p.piece, p.type, p.score) for p in merged.proto.pieces]
+        normal = [i for i, (_, kind, _) in enumerate(table) if kind == Piece.NORMAL]
+        occurs = _occurrence([normalizer.Normalize(x) for x in lines],
+                             max((len(table[i][0]) for i in normal), default=1))
+        lowest = min(normal, key=lambda i: table[i][2], default=-1)
+        self.ids = [i for i, (piece, kind, _) in enumerate(table) if kind not in (Piece.NORMAL, Piece.UNUSED)
+                    or (kind == Piece.NORMAL and (i == lowest or occurs(piece)))]
+        self.merged = merged
+        self.template = pb.ModelProto()
+        for name in ("trainer_spec", "normalizer_spec", "denormalizer_spec"):
+            getattr(self.template, name).CopyFrom(getattr(merged.proto, name))
+        self.template.trainer_spec.vocab_size = len(self.ids)
+
+    def encode(self, lines: Sequence[str]) -> list[list[int]]:
+        """The merged model's current segmentation of `lines`, in its ids."""
+        proto = pb.ModelProto()
+        proto.CopyFrom(self.template)
+        proto.pieces.extend(self.merged.proto.pieces[i] for i in self.ids)
+        return [[self.ids[i] for i in x] for x in processor(proto).Encode(list(lines))]
+
+
+def _occurrence(normalized: Sequence[str], longest: int) -> Callable[[str], bool]:
+    """Whether a piece occurs in the normalized lines: a set of the substrings of each whitespace-delimited unit
+    (`▁word`: pieces learnt by SentencePiece do not cross whitespace), the lines themselves for a piece that does."""
+    units = {u for line in normalized for u in _UNIT.findall(line)}
+    within = {u[a:b] for u in units for a in range(len(u)) for b in range(a + 1, min(a + longest, len(u)) + 1)}
+    text = "\n".join(normalized)
+    return lambda piece: piece in within or ("\u2581" in piece[1:] and piece in text)
+
+
+def _search_offset(merged: _Merged, new_texts: Mapping[str, Sequence[str]], targets: Mapping[str, float],
+                   normalizer: spm.SentencePieceProcessor) -> float:
     """The smallest offset on a grid up to 0 (the new model's own scores) at which every new language's pieces
     per word is within PPW_TOLERANCE of its target, else the one with the smallest worst ratio. (Pieces per word
     is not monotone in the offset: near-zero scores make Viterbi prefer other pieces of the new language.)"""
     lo = merged.floor - max((s for s in merged.new_scores if s == s), default=0.0)
     best: tuple[float, float] = (float("inf"), 0.0)
+    view = _View(merged, [x for lines in new_texts.values() for x in lines], normalizer)
     for step in range(SEARCH_STEPS + 1):
         offset = lo * (1 - step / SEARCH_STEPS)
         merged.shift(offset)
-        sp = processor(merged.proto)
-        worst = max(pieces_per_word(sp, new_texts[x]) / targets[x] for x in new_texts)
+        worst = max(_per_word(view.encode(new_texts[x]), new_texts[x]) / targets[x] for x in new_texts)
         if worst <= 1 + PPW_TOLERANCE:
             return offset
         best = min(best, (worst, offset))
     return best[1]
-
-
-def _old_changes(merged: _Merged, old_ids: list[list[int]], lines: list[str]) -> tuple[spm.SentencePieceProcessor,
-                                                                                       list[int]]:
-    sp = processor(merged.proto)
-    now = sp.Encode(lines)
-    return sp, [n for n, (a, b) in enumerate(zip(old_ids, now)) if a != b]
 
 
 def _demote(merged: _Merged, old_text: Mapping[str, Sequence[str]], old_sp: spm.SentencePieceProcessor) -> tuple[
@@ -151,18 +189,19 @@ def _demote(merged: _Merged, old_text: Mapping[str, Sequence[str]], old_sp: spm.
     the sentences still changed (by protected pieces alone)."""
     lines = [x for v in old_text.values() for x in v]
     old_ids = old_sp.Encode(lines)
+    view = _View(merged, lines, old_sp)
     demoted: set[int] = set()
     dropped = 0
     round_ = 0
     while True:  # ends: from MAX_ROUNDS on, every round drops what still wins
-        sp, changed = _old_changes(merged, old_ids, lines)
+        now = view.encode(lines)
+        changed = [n for n, (a, b) in enumerate(zip(old_ids, now)) if a != b]
         need: dict[int, float] = {}
         for n in changed:
-            now = sp.Encode(lines[n])
             # (byte-fallback pieces are priced per byte, unigram prices unknown characters per character:
             # the gap is then approximate, and the doubling per round still ends it)
-            gap = max(merged.score(now, sp) - merged.score(old_ids[n], sp), 0.0) + MARGIN
-            for i in set(now):
+            gap = max(merged.score(now[n]) - merged.score(old_ids[n]), 0.0) + MARGIN
+            for i in set(now[n]):
                 if i >= merged.base and i not in merged.protected:
                     need[i] = max(need.get(i, 0.0), gap * 2 ** min(round_, MAX_ROUNDS))
         if not need:
@@ -187,11 +226,11 @@ def merge_spm(old_model: Path, new_model: Path, added: Sequence[str], old_text: 
         if proto.trainer_spec.model_type != pb.TrainerSpec.UNIGRAM:
             raise UserInputError(f"{path}: only unigram SentencePiece models can be merged")
     merged = _Merged(old, new, added)
-    new_sp = processor(new)
+    new_sp, old_sp = processor(new), processor(old)
     targets = {x: pieces_per_word(new_sp, lines) for x, lines in new_text.items()}
-    offset = _search_offset(merged, new_text, targets) if new_text else 0.0
+    offset = _search_offset(merged, new_text, targets, old_sp) if new_text else 0.0
     merged.shift(offset)
-    demoted, dropped, changed = _demote(merged, old_text, processor(old))
+    demoted, dropped, changed = _demote(merged, old_text, old_sp)
     with atomic_path(Path(out)) as tmp:
         tmp.write_bytes(merged.proto.SerializeToString())
     return MergeResult(Path(out), round(offset, 4), len(merged.new_scores), demoted, dropped, changed)

@@ -110,3 +110,22 @@ def test_bpe_model_is_refused_before_anything_is_written(old_spm, texts, tmp_pat
     with pytest.raises(UserInputError, match=f"{bpe}: only unigram"):
         merge_spm(bpe, old_spm, [], {}, {}, tmp_path / "spm.model")
     assert not (tmp_path / "spm.model").exists()
+
+
+def test_restricted_view_segments_as_the_whole_model(new_script, old_spm, texts):
+    """The view the fitting loads after each change of scores (only the pieces occurring in the lines) gives the
+    whole merged model's ids on those lines, unknown characters (bytes) and a piece across whitespace included."""
+    from mmt_upgrade.core.spm_merge import _Merged, _View, processor
+
+    result, old_sp, *_ = new_script
+    whole = read_proto(result.path)
+    merged = _Merged(read_proto(old_spm), read_proto(result.path), [])
+    merged.proto.CopyFrom(whole)
+    crossing = merged.proto.pieces.add(piece="\u2581of\u2581the", score=5.0, type=pb.ModelProto.SentencePiece.NORMAL)
+    lines = [x for lang in ("en", "ru", "ar") for x in sentences(lang, 20, seed=11)] + ["\u2603 of the \u00e6\u00f0"]
+    view = _View(merged, lines, old_sp)
+    left_out = len(merged.proto.pieces) - len(view.ids)
+    assert left_out > 100 and len(merged.proto.pieces) - 1 in view.ids, left_out
+    assert view.encode(lines) == processor(merged.proto).Encode(lines)
+    crossing.score = -50.0  # scores change after the view is built: it follows them
+    assert view.encode(lines) == processor(merged.proto).Encode(lines)
