@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dev text of an old language (repeatable): the check that --dict is the model's, the "
                              "segmentation-change figures and the merged SentencePiece model's fit are measured on "
                              "the old languages given; one is enough (default: --old-data's)")
+    parser.add_argument("--no-rows-check", dest="rows_check", action="store_false",
+                        help="do not check with the old model's loss on the dev text that --dict and --spm are its own "
+                             "(seconds to minutes on CPU for a 600M model; no check can tell for a model with random "
+                             "weights); upgrade.json records that it was skipped")
     UpgradeOptions.add_arguments(parser)
 
 
@@ -47,7 +51,7 @@ def inputs_from_args(args: argparse.Namespace) -> UpgradeInputs:
         spm=Path(args.spm) if args.spm else None, dictionary=Path(args.dict) if args.dict else None,
         text_files=parse_lang_files(args.text, "--text"), dev_text_files=parse_lang_files(args.dev_text, "--dev-text"),
         langs_file=Path(args.langs_file) if args.langs_file else None,
-        lang_pairs_file=Path(args.lang_pairs_file) if args.lang_pairs_file else None)
+        lang_pairs_file=Path(args.lang_pairs_file) if args.lang_pairs_file else None, rows_check=args.rows_check)
 
 
 def run(args: argparse.Namespace) -> int:

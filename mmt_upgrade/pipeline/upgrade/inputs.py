@@ -67,6 +67,7 @@ class UpgradeInputs:
     langs_file: Path | None = None  # --langs-file: the model's --langs order (default: the checkpoint's config)
     lang_pairs_file: Path | None = None  # --lang-pairs-file: M2M-100's language_pairs*.txt, extended in the output
     bible: BibleText | None = None  # languages without a text file (default: old_data's split rules)
+    rows_check: bool = True  # --no-rows-check: do not ask the old model whether --dict and --spm are its own
 
 
 @dataclass

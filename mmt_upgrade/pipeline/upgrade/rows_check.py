@@ -34,7 +34,7 @@ ROWS_CHECK_SENTENCES = 32  # dev sentences in all (its cost: 3 forward passes ea
 ROWS_CHECK_MARGIN = 0.3  # nats per piece the given rows must beat shuffled rows by
 CONTEXT_MIN = 0.05  # nats: a model whose predictions carry less context knows too little for the swap control
 SWAP_SHARE = 0.5  # past CONTEXT_MIN, the given rows must beat frequency-neighbour swaps by this share of `context`
-CHUNK = 8  # sentences per forward pass
+CHUNK = 2  # sentences per forward pass (their logits: 2 x ~50 x 256k floats for NLLB-200)
 
 
 def _rows(m: LoadedModel, texts: dict[str, list[str]]) -> tuple[list[Tensor], list[Tensor]]:

@@ -3,7 +3,7 @@ its sections to upgrade.json.
 
 Checkpoint surgery on the state dict; the only fairseq model built is the old one, scoring a few dev
 sentences before anything is written (`check_rows_mean_pieces`: a dictionary of another model of the same
-size). The old checkpoint is read memory-mapped and never written; every input is checked before anything is
+size; `--no-rows-check` skips it). The old checkpoint is read memory-mapped and never written; every input is checked before anything is
 built, and the output directory is built beside its final place and renamed when complete.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
     t0 = time.monotonic()
     out_dir = check_out_dir(out_dir, inputs.checkpoint)
     found = resolve_inputs(inputs, options)
-    rows_check = check_rows_mean_pieces(found)
+    rows_check = (check_rows_mean_pieces(found) if inputs.rows_check else
+                  {"rows_check": {"skipped": "--no-rows-check: --dict and --spm were not checked against the model"}})
     state, record = found.state, NewParameterRecord()
     report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | rows_check
     hasher = ThreadPoolExecutor(max_workers=1)  # a multi-GB checkpoint hashes beside SentencePiece training
