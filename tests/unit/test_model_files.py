@@ -6,8 +6,7 @@ import pytest
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.fairseq_io.model_files import ModelFiles
 
-from .test_layout_checkpoints import (  # noqa: F401  (_no_rows_check: autouse here too)
-    LAYOUTS, NEW, OPTIONS, _no_rows_check, build, fairseq_symbols, inputs, upgrade)
+from .test_layout_checkpoints import LAYOUTS, NEW, OPTIONS, build, fairseq_symbols, inputs, upgrade
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
