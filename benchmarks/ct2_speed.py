@@ -1,6 +1,8 @@
 """CTranslate2 (int8, float32) against fairseq-generate on the same test sentences and cores: speed, chrF++
 and fidelity.
 
+With `--hf`, `transformers` generate on an HF export is measured the same way, for reference.
+
 Speed: target words per second of translation time alone (fairseq-generate's own generation timer, which
 leaves out loading and binarizing; CTranslate2's `translate_batch` with tokenization), each backend in turn
 in every repeat (the order rotates, so machine noise hits all; one warm-up round first), medians over
@@ -21,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -36,6 +39,7 @@ from mmt_upgrade.fairseq_io.models import collate_pairs, teacher_forced_logits
 from mmt_upgrade.pipeline.backends import Ct2Translator, FairseqText, TestSet
 from mmt_upgrade.pipeline.evaluate import read_tests
 from mmt_upgrade.pipeline.export.ct2 import export_ct2
+from mmt_upgrade.pipeline.export.hf import EXPORT_JSON, export_hf
 
 GEN_TIME = re.compile(r"Translated [\d,]+ sentences \([\d,]+ tokens\) in ([\d.]+)s")
 
@@ -57,6 +61,42 @@ def generate_seconds() -> Iterator[list[float]]:
         yield found
     finally:
         logger.removeHandler(handler)
+
+
+class HfTranslator:
+    """`transformers` generate on the `mmt-upgrade export --to hf` directory: the reference the issue asks for
+    (same beam, fairseq's length limit: 200 target tokens or the positions the model has, batches of `batch` sentences)."""
+
+    def __init__(self, directory: Path, threads: int, batch: int = 32):
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.tok = AutoTokenizer.from_pretrained(directory)
+        self.model = AutoModelForSeq2SeqLM.from_pretrained(directory).eval()
+        self.codes = json.loads((directory / EXPORT_JSON).read_text())["lang_tokens"]
+        self.batch = batch
+        self.max_len = min(200, self.model.config.max_position_embeddings - 1)  # fairseq's bound: both limits
+
+    def translate(self, test: TestSet, beam: int, max_tokens: int) -> tuple[list[str], int]:
+        self.tok.src_lang = self.codes[test.src]
+        forced = self.tok.convert_tokens_to_ids(self.codes[test.tgt])
+        hyps = []
+        for i in range(0, len(test.sources), self.batch):
+            enc = self.tok(test.sources[i:i + self.batch], return_tensors="pt", padding=True)
+            with torch.no_grad():
+                out = self.model.generate(**enc, num_beams=beam, do_sample=False, max_new_tokens=self.max_len,
+                                          forced_bos_token_id=forced)
+            hyps += self.tok.batch_decode(out, skip_special_tokens=True)
+        return hyps, 0
+
+
+def export_hf_dir(model: ModelFiles, out: Path, sha: str) -> Path:
+    stamp = out / "checkpoint.sha256"
+    if not (stamp.is_file() and stamp.read_text() == sha):
+        shutil.rmtree(out, ignore_errors=True)
+        export_hf(model, out)
+        stamp.write_text(sha)
+    return out
 
 
 def export(model: ModelFiles, out: Path, quantization: str, sha: str) -> Path:
@@ -106,6 +146,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cpu-bf16", default="auto", help="fairseq-generate's --cpu-bf16 in the speed runs")
     ap.add_argument("--fidelity-sentences", type=int, default=200)
+    ap.add_argument("--hf", action="store_true", help="also transformers generate on an HF export (reference)")
     ap.add_argument("--out", default="runs/bench_ct2")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -121,6 +162,8 @@ def main() -> None:
     dirs = {q: export(model, out / f"ct2-{q}", q, sha) for q in ("int8", "float32")}
     backends = {"fairseq": FairseqText(model, args.cpu_bf16),
                 **{f"ct2-{q}": Ct2Translator(d, model.tokenizer(), args.threads) for q, d in dirs.items()}}
+    if args.hf:
+        backends["hf"] = HfTranslator(export_hf_dir(model, out / "hf", sha), args.threads)
     names = list(backends)
     wps: dict[str, list[float]] = {n: [] for n in names}
     hyps: dict[str, dict[str, list[str]]] = {n: {} for n in names}
@@ -137,10 +180,9 @@ def main() -> None:
     scores = {n: {t.name: chrf.corpus_score(hyps[n][t.name], [t.refs]).score for t in tests} for n in names}
     fp32_greedy = FairseqText(model, "never")
     greedy = {n: {t.name: b.translate(t, 1, args.max_tokens)[0] for t in tests}
-              for n, b in (("fairseq", fp32_greedy), ("ct2-float32", backends["ct2-float32"]),
-                           ("ct2-int8", backends["ct2-int8"]))}
+              for n, b in [("fairseq", fp32_greedy)] + [(n, backends[n]) for n in names[1:]]}
     agree = {n: statistics.fmean(a == b for t in tests for a, b in zip(greedy[n][t.name], greedy["fairseq"][t.name]))
-             for n in ("ct2-float32", "ct2-int8")}
+             for n in names[1:]}
     median = {n: statistics.median(v) for n, v in wps.items()}
     summary = {
         "model": str(model.checkpoint), "tests": {t.name: len(t.sources) for t in tests}, "beam": args.beam,
