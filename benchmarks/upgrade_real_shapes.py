@@ -168,14 +168,14 @@ def timed(cmd: list[str], expect_rc: int = 0) -> dict:
     return {"wall_s": round(wall, 2), "peak_rss_gib": round(int(max_kb) / 2**20, 3), "stdout": proc.stdout[-600:]}
 
 
-def bench(name: str, ckpt: Path, flags: list[str], repeats: int) -> dict:
+def bench(name: str, ckpt: Path, flags: list[str], repeats: int, which: list[str]) -> dict:
     size = ckpt.stat().st_size
     py = sys.executable
     copy = ckpt.parent / "copy.pt"
     roundtrip = [py, "-c", "import sys, torch; torch.save(torch.load(sys.argv[1], map_location='cpu', "
                            "weights_only=False), sys.argv[2])", str(ckpt), str(copy)]
     upgrade = [str(Path(py).parent / "mmt-upgrade"), "upgrade", str(ckpt), *flags]
-    legs: dict[str, list[dict]] = {"load_save": [], "upgrade": [], "rows_check": []}
+    legs: dict[str, list[dict]] = {leg: [] for leg in which}
     for r in range(repeats):
         order = list(legs) if r % 2 == 0 else list(legs)[::-1]
         for leg in order:
@@ -197,8 +197,7 @@ def bench(name: str, ckpt: Path, flags: list[str], repeats: int) -> dict:
             shutil.rmtree(out, ignore_errors=True)
     med = {leg: statistics.median(x["wall_s"] for x in runs) for leg, runs in legs.items()}
     return {"checkpoint_gib": round(size / 2**30, 3), "legs": legs, "median_wall_s": med,
-            "wall_ratio": round(med["upgrade"] / med["load_save"], 3),
-            "rows_check_refusal_wall_ratio": round(med["rows_check"] / med["load_save"], 3),
+            **{f"{leg}_wall_ratio": round(med[leg] / med["load_save"], 3) for leg in which[1:]},
             "median_peak_rss_over_checkpoint": {
                 leg: statistics.median(x["peak_rss_over_checkpoint"] for x in runs) for leg, runs in legs.items()}}
 
@@ -209,6 +208,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="nllb,m2m")
     ap.add_argument("--work", default="/tmp/bench-real-shapes")
     ap.add_argument("--keep", action="store_true", help="keep the multi-GB checkpoints")
+    ap.add_argument("--legs", default="load_save,upgrade,rows_check", help="load_save first")
     args = ap.parse_args()
     work = Path(args.work)
     texts = bible_verses(fetch_bible_db(cache_dir()))
@@ -216,7 +216,7 @@ def main() -> None:
     for name in args.shapes.split(","):
         ckpt, flags = build(name, work / name, texts, work / "templates")
         flags = _bible_dev_only(flags, set(SHAPES[name][5].values()))
-        summary[name] = bench(name, ckpt, flags, args.repeats)
+        summary[name] = bench(name, ckpt, flags, args.repeats, args.legs.split(","))
         print(json.dumps({name: {k: v for k, v in summary[name].items() if k != "legs"}}, indent=1), flush=True)
         if not args.keep:
             shutil.rmtree(work / name)

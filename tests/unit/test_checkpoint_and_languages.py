@@ -57,10 +57,10 @@ def _rss_mib() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
-def test_release_mapped_drops_pages_and_keeps_values(tmp_path):
-    """An upgraded 256k-row model's old embedding leaves memory once copied; values read again are the file's,
-    and a tensor in ordinary memory is never touched."""
-    from mmt_upgrade.fairseq_io.checkpoint import release_mapped
+def test_release_and_populate_mapped_keep_values(tmp_path):
+    """An upgraded 256k-row model's old embedding leaves memory once copied, the rest is mapped in before it is
+    saved; values read again are the file's, and a tensor in ordinary memory is never touched."""
+    from mmt_upgrade.fairseq_io.checkpoint import populate_mapped, release_mapped
 
     torch.save({"model": {"a": torch.randn(16, 2**20), "b": torch.arange(10.0)}, "args": None}, tmp_path / "x.pt")
     state = torch.load(tmp_path / "x.pt", mmap=True)
@@ -70,6 +70,9 @@ def test_release_mapped_drops_pages_and_keeps_values(tmp_path):
     assert release_mapped(a)
     assert before - _rss_mib() > 48  # of 64 MiB
     assert float(a.sum()) == total and state["model"]["b"].tolist() == list(range(10))
+    release_mapped(a)
+    assert populate_mapped([a]) and _rss_mib() - before > -16  # mapped in again, in one call
+    assert float(a.sum()) == total
     anon = torch.randn(2**20)
     copy = anon.clone()
-    assert not release_mapped(anon) and torch.equal(anon, copy)
+    assert not release_mapped(anon) and not populate_mapped([anon]) and torch.equal(anon, copy)

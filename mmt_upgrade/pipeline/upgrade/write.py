@@ -16,7 +16,7 @@ from mmt_upgrade.core.files import sha256_file
 from mmt_upgrade.core.paths import PLUGIN_DIR
 from mmt_upgrade.core.record import TASK_STATE_KEY, NewParameterRecord
 from mmt_upgrade.core.symbols import SymbolLayout
-from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
+from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg, populate_mapped
 from mmt_upgrade.pipeline.upgrade.languages import LANG_DICT, MODEL_DICT
 
 CHECKPOINT = "checkpoint.pt"
@@ -68,6 +68,7 @@ def write_model(state: dict[str, Any], old: SymbolLayout, new: SymbolLayout, dic
     if state.get("extra_state"):
         state["extra_state"]["previous_training_time"] = 0.0
     state["task_state"].pop("target_tokens", None)
+    populate_mapped(x for x in state["model"].values() if isinstance(x, torch.Tensor))
     torch.save(state, tmp / CHECKPOINT)
     write_dictionaries(old, new, dict_rest, input_name, tmp)
     (tmp / "langs.txt").write_text(",".join(new.langs) + "\n")
