@@ -3,8 +3,9 @@ its sections to upgrade.json.
 
 Checkpoint surgery on the state dict; the only fairseq model built is the old one, scoring a few dev
 sentences before anything is written (`check_rows_mean_pieces`: a dictionary of another model of the same
-size; `--no-rows-check` skips it). The old checkpoint is read memory-mapped and never written; every input is checked before anything is
-built, and the output directory is built beside its final place and renamed when complete.
+size; `--no-rows-check` skips it). The old checkpoint is read memory-mapped and never written; every input is
+checked before anything is built, and the output directory is built beside its final place and renamed when
+complete.
 """
 from __future__ import annotations
 

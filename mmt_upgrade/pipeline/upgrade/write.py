@@ -116,12 +116,17 @@ def write_lang_pairs(given: tuple[Path, list[str]] | None, pairs: Sequence[str],
 def outputs_section(tmp: Path) -> dict[str, Any]:
     """The files written, by hash (hard links hashed once); the checkpoint by size (it is identified by the input
     hashes and this file, and hashing it again costs seconds)."""
-    hashes: dict[int, str] = {}
+    by_inode: dict[int, str] = {}
     out = {}
     for p in sorted(tmp.iterdir()):
-        if p.is_file():
-            inode = p.stat().st_ino
-            out[p.name] = (f"{p.stat().st_size} bytes" if p.name == CHECKPOINT else
-                           hashes.get(inode) or hashes.setdefault(inode, sha256_file(p)))
+        if not p.is_file():
+            continue
+        stat = p.stat()
+        if p.name == CHECKPOINT:
+            out[p.name] = f"{stat.st_size} bytes"
+            continue
+        if stat.st_ino not in by_inode:
+            by_inode[stat.st_ino] = sha256_file(p)
+        out[p.name] = by_inode[stat.st_ino]
     return {"outputs": out}
 
