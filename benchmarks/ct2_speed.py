@@ -1,16 +1,19 @@
 """CTranslate2 (int8, float32) against fairseq-generate on the same test sentences and cores: speed, chrF++
 and fidelity.
 
-With `--hf`, `transformers` generate on an HF export is measured the same way, for reference.
+With `--hf`, `transformers` generate on an HF export is measured the same way, for reference. With
+`--ct2-workers 1,2`, each CTranslate2 export runs once per setting side by side: W workers (inter_threads) of
+threads/W threads each, in batches of `--ct2-batch-size` sentences (`ct2-int8-w2`: two workers).
 
 Speed: target words per second of translation time alone (fairseq-generate's own generation timer, which
 leaves out loading and binarizing; CTranslate2's `translate_batch` with tokenization), each backend in turn
 in every repeat (the order rotates, so machine noise hits all; one warm-up round first), medians over
 repeats; the ratio to fairseq.
-chrF++ of each backend's output and its difference to fairseq's. Fidelity of the float32 export: max |Δ| of the
-teacher-forced log-probabilities of the references (CTranslate2 `score_batch` against the fairseq model in
-float32), and the share of sentences whose greedy output is identical (fairseq-generate `--beam 1
---cpu-bf16 never`).
+chrF++ of each backend's output and its difference to fairseq's, with sacrebleu's paired bootstrap (1,000
+resamples, 95 % interval) per direction and over all directions pooled: is a difference more than noise?
+Fidelity of the float32 export: max |Δ| of the teacher-forced log-probabilities of the references (CTranslate2
+`score_batch` against the fairseq model in float32), and the share of sentences whose greedy output is identical
+(fairseq-generate `--beam 1 --cpu-bf16 never`).
 
     .venv/bin/python benchmarks/ct2_speed.py runs/upgrade/full --test en-it=test.en,test.it --beam 5 \\
         --threads 2 --repeats 3 --out runs/bench_ct2
@@ -33,6 +36,7 @@ import torch
 from sacrebleu.metrics import CHRF
 
 from mmt_upgrade.core.files import sha256_file, write_json_atomic
+from mmt_upgrade.core.significance import SentenceStats, paired_bootstrap
 from mmt_upgrade.fairseq_io.ct2_runtime import Ct2Export, Ct2Model
 from mmt_upgrade.fairseq_io.model_files import ModelFiles
 from mmt_upgrade.fairseq_io.models import collate_pairs, teacher_forced_logits
@@ -133,6 +137,16 @@ def fidelity(model: ModelFiles, ct2_dir: Path, test: TestSet, n: int, threads: i
     return worst
 
 
+def chrf_intervals(hyps: dict[str, list[str]], base: dict[str, list[str]], tests: list[TestSet]) -> dict[str, dict]:
+    """chrF++ of `hyps` minus `base`'s, paired bootstrap, per direction and pooled (`all`)."""
+    mine = {t.name: SentenceStats.of("chrfpp", hyps[t.name], t.refs) for t in tests}
+    theirs = {t.name: SentenceStats.of("chrfpp", base[t.name], t.refs) for t in tests}
+    pairs = {d: paired_bootstrap(theirs[d], mine[d]) for d in mine}
+    pairs["all"] = paired_bootstrap(*(SentenceStats.concat(list(x.values())) for x in (theirs, mine)))
+    return {d: {"delta": round(p.delta, 2), "low": round(p.low, 2), "high": round(p.high, 2), "p": round(p.p_value, 4)}
+            for d, p in pairs.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="model directory or checkpoint (as `mmt-upgrade export` takes it)")
@@ -147,6 +161,8 @@ def main() -> None:
     ap.add_argument("--cpu-bf16", default="auto", help="fairseq-generate's --cpu-bf16 in the speed runs")
     ap.add_argument("--fidelity-sentences", type=int, default=200)
     ap.add_argument("--hf", action="store_true", help="also transformers generate on an HF export (reference)")
+    ap.add_argument("--ct2-workers", default="1", help="comma-separated CTranslate2 worker counts, each measured")
+    ap.add_argument("--ct2-batch-size", type=int, default=0, help="CTranslate2 sentences per batch (0: max-tokens)")
     ap.add_argument("--out", default="runs/bench_ct2")
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
@@ -160,8 +176,11 @@ def main() -> None:
         tests = [TestSet(t.src, t.tgt, t.sources[: args.max_sentences], t.refs[: args.max_sentences]) for t in tests]
     sha = sha256_file(model.checkpoint)
     dirs = {q: export(model, out / f"ct2-{q}", q, sha) for q in ("int8", "float32")}
+    workers = [int(w) for w in args.ct2_workers.split(",")]
     backends = {"fairseq": FairseqText(model, args.cpu_bf16),
-                **{f"ct2-{q}": Ct2Translator(d, model.tokenizer(), args.threads) for q, d in dirs.items()}}
+                **{f"ct2-{q}" + (f"-w{w}" if w > 1 else ""): Ct2Translator(
+                    d, model.tokenizer(), max(1, args.threads // w), w, args.ct2_batch_size)
+                   for q, d in dirs.items() for w in workers}}
     if args.hf:
         backends["hf"] = HfTranslator(export_hf_dir(model, out / "hf", sha), args.threads)
     names = list(backends)
@@ -187,12 +206,14 @@ def main() -> None:
     summary = {
         "model": str(model.checkpoint), "tests": {t.name: len(t.sources) for t in tests}, "beam": args.beam,
         "threads": args.threads, "repeats": args.repeats, "fairseq_cpu_bf16": args.cpu_bf16,
+        "ct2_settings": {n: backends[n].describe() for n in names if n.startswith("ct2")},
         "words_per_s": {n: [round(x, 1) for x in v] for n, v in wps.items()},
         "median_words_per_s": {n: round(v, 1) for n, v in median.items()},
         "speed_ratio_to_fairseq": {n: round(median[n] / median["fairseq"], 2) for n in names[1:]},
         "chrfpp": {n: {d: round(s, 2) for d, s in v.items()} for n, v in scores.items()},
         "chrfpp_diff_to_fairseq": {n: {d: round(scores[n][d] - scores["fairseq"][d], 2) for d in scores[n]}
                                    for n in names[1:]},
+        "chrfpp_paired_bootstrap_to_fairseq": {n: chrf_intervals(hyps[n], hyps["fairseq"], tests) for n in names[1:]},
         "fidelity": {"max_abs_logprob_diff_float32": fidelity(model, dirs["float32"], tests[0],
                                                               args.fidelity_sentences, args.threads),
                      "fidelity_direction": tests[0].name, "greedy_agreement": agree},

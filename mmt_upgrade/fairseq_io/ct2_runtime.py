@@ -45,16 +45,21 @@ class Ct2Export:
 
 
 class Ct2Model:
-    """A CTranslate2 `Translator` on CPU over an export directory."""
+    """A CTranslate2 `Translator` on CPU over an export directory. `workers` batches are translated at once
+    (CTranslate2's inter_threads), each on `threads` threads: on a small model, two single-threaded workers
+    outrun one two-threaded one (BENCHMARKS.md), given batches small enough to keep both busy
+    (`batch_size` sentences; 0: batches of `max_tokens` source tokens)."""
 
-    def __init__(self, directory: Path, threads: int = 0, compute_type: str = "default") -> None:
+    def __init__(self, directory: Path, threads: int = 0, compute_type: str = "default", workers: int = 1,
+                 batch_size: int = 0) -> None:
         import ctranslate2
 
         self.directory = Path(directory)
         self.info = Ct2Export.load(self.directory)
         self.translator = ctranslate2.Translator(str(self.directory), device="cpu", compute_type=compute_type,
-                                                 inter_threads=1, intra_threads=threads)
+                                                 inter_threads=workers, intra_threads=threads)
         self.version = ctranslate2.__version__
+        self.workers, self.batch_size = workers, batch_size
 
     @property
     def compute_type(self) -> str:
@@ -63,7 +68,12 @@ class Ct2Model:
     def describe(self) -> dict[str, Any]:
         """The settings a result must name to be reproduced."""
         return {"backend": "ct2", "ctranslate2": self.version, "quantization": self.info.quantization,
-                "compute_type": self.compute_type}
+                "compute_type": self.compute_type, "workers": self.workers, "batch_size": self.batch_size}
+
+    def _batching(self, max_tokens: int) -> dict[str, Any]:
+        if self.batch_size:
+            return {"max_batch_size": self.batch_size, "batch_type": "examples"}
+        return {"max_batch_size": max_tokens, "batch_type": "tokens"}
 
     def _check(self, *langs: str) -> None:
         for lang in langs:
@@ -73,7 +83,8 @@ class Ct2Model:
     def translate(self, pieces: Sequence[Sequence[str]], src: str, tgt: str, beam: int, max_tokens: int,
                   max_len_b: int | None = None) -> list[list[str]]:
         """The best hypothesis of each source (its pieces), target language token first, as fairseq-generate's
-        search at `beam` (greedy at 1); batches of at most `max_tokens` source tokens."""
+        search at `beam` (greedy at 1); batches of at most `max_tokens` source tokens (or `batch_size`
+        sentences), sorted by length by CTranslate2."""
         self._check(src, tgt)
         if not pieces:
             return []
@@ -81,7 +92,7 @@ class Ct2Model:
         limit = max_output_tokens(self.info.max_target_positions, *(() if max_len_b is None else (max_len_b,)))
         results = self.translator.translate_batch(
             [[lang_token(src, style), *p] for p in pieces], [[lang_token(tgt, style)]] * len(pieces),
-            max_batch_size=max_tokens, batch_type="tokens", beam_size=beam, max_decoding_length=limit,
+            **self._batching(max_tokens), beam_size=beam, max_decoding_length=limit,
             min_decoding_length=0, max_input_length=0, suppress_sequences=[[CT2_PAD]])
         return [list(r.hypotheses[0]) for r in results]
 
@@ -93,5 +104,5 @@ class Ct2Model:
         style = self.info.lang_tok_style
         results = self.translator.score_batch(
             [[lang_token(src, style), *p] for p in src_pieces], [[lang_token(tgt, style), *t] for t in tgt_pieces],
-            max_batch_size=max_tokens, batch_type="tokens")
+            **self._batching(max_tokens))
         return [list(r.log_probs[1:]) for r in results]

@@ -91,11 +91,11 @@ class FairseqText:
 class Ct2Translator:
     """CTranslate2 on an export; sentences fairseq would skip are skipped the same way."""
 
-    def __init__(self, directory: Path, tokenizer: Tokenizer, threads: int):
+    def __init__(self, directory: Path, tokenizer: Tokenizer, threads: int, workers: int = 1, batch_size: int = 0):
         from mmt_upgrade.fairseq_io.ct2_runtime import Ct2Model
 
         require_extra("ct2", "ctranslate2")
-        self.model = Ct2Model(directory, threads)
+        self.model = Ct2Model(directory, threads, workers=workers, batch_size=batch_size)
         self.tokenizer = tokenizer
 
     def describe(self) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def prepared_translator(checkpoint: Path, checkpoint_sha256: str, data: Prepared
         return FairseqPrepared(checkpoint, data, langs, options.split, options.cpu_bf16)
     model = _prepared_model(checkpoint, data, langs)
     return Ct2Translator(cached_ct2_export(model, checkpoint_sha256, options.ct2_quantization), data.tokenizer,
-                         options.ct2_threads)
+                         options.ct2_threads, options.ct2_workers, options.ct2_batch_size)
 
 
 def model_translator(model: ModelFiles, checkpoint_sha256: str, options: EvalOptions) -> Translator:
@@ -155,4 +155,4 @@ def model_translator(model: ModelFiles, checkpoint_sha256: str, options: EvalOpt
     if options.backend == "fairseq":
         return FairseqText(model, options.cpu_bf16)
     return Ct2Translator(cached_ct2_export(model, checkpoint_sha256, options.ct2_quantization), model.tokenizer(),
-                         options.ct2_threads)
+                         options.ct2_threads, options.ct2_workers, options.ct2_batch_size)

@@ -34,15 +34,22 @@ class EvalOptions(OptionGroup):
     backend: str = option("fairseq", "who translates: fairseq (fairseq-generate) or ct2 (CTranslate2, faster on CPU: "
                           "an export cached beside the checkpoint; needs mmt-upgrade[ct2])", choices=BACKENDS)
     ct2_quantization: str = option("int8", "ct2 backend: the export's weight type", choices=CT2_QUANTIZATIONS)
-    ct2_threads: int = option(0, "ct2 backend: CPU threads (0: CTranslate2's default)")
+    ct2_threads: int = option(0, "ct2 backend: CPU threads of each worker (0: CTranslate2's default)")
+    ct2_workers: int = option(1, "ct2 backend: batches translated at once (CTranslate2's inter_threads); on a small "
+                              "model 2 workers of 1 thread beat 1 of 2 threads")
+    ct2_batch_size: int = option(0, "ct2 backend: sentences per batch (0: batches of max_tokens source tokens); "
+                                 "with several workers, small batches keep them all busy")
     cpu_bf16: str = option("auto", "fairseq backend: fairseq-generate's --cpu-bf16 (auto: bf16 autocast where the "
                            "CPU has native bf16; never: float32, what ct2 float32 reproduces)", choices=CPU_BF16_CHOICES)
 
     def check(self) -> None:
         if self.beam < 1 or self.max_tokens < 1:
             raise UserInputError(f"beam ({self.beam}) and max_tokens ({self.max_tokens}) must be positive")
-        if self.ct2_threads < 0:
-            raise UserInputError(f"ct2_threads ({self.ct2_threads}) must not be negative")
+        if self.ct2_threads < 0 or self.ct2_batch_size < 0:
+            raise UserInputError(f"ct2_threads ({self.ct2_threads}) and ct2_batch_size ({self.ct2_batch_size}) "
+                                 "must not be negative")
+        if self.ct2_workers < 1:
+            raise UserInputError(f"ct2_workers ({self.ct2_workers}) must be at least 1")
 
 
 @dataclass

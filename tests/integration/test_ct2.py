@@ -80,6 +80,9 @@ def test_float32_greedy_is_fairseq_generates_token_for_token(name, layouts, tmp_
     assert [h[0] for h in hyps] == [lang_token(tgt)] * len(ids)
     assert [h[1:] for h in hyps] == [ref[i][0] for i in ids]
     assert len({tuple(h) for h in hyps}) > 2 and len({p for h in hyps for p in h}) > 3  # not one piece over and over
+    # batches of 3 sentences on two single-threaded workers (the fast setting on small models): the same output
+    parallel = Ct2Model(tmp_path / "ct2", threads=1, workers=2, batch_size=3)
+    assert parallel.translate(pieces, src, tgt, beam=1, max_tokens=1000, max_len_b=MAX_LEN) == hyps
     # the same log-probabilities, teacher-forced by CTranslate2 on fairseq's hypotheses (fairseq prints them
     # in base 2, to 4 decimals)
     scores = ct2.score(pieces, [ref[i][0] for i in ids], src, tgt, max_tokens=1000)

@@ -94,6 +94,8 @@ def test_fairseq_fields_carry_type_default_and_help():
     (SamplingOptions, {"upsample-langs": "es", "related-langs": "es"}, "train: es given both in --upsample-langs"),
     (PrecisionOptions, {"cpu-bf16": "sometimes"}, "train: cpu-bf16: 'sometimes' is not one of auto, always, never"),
     (EvalOptions, {"beam": 0}, "train: beam (0) and max_tokens (6000) must be positive"),
+    (EvalOptions, {"ct2_workers": 0}, "train: ct2_workers (0) must be at least 1"),
+    (EvalOptions, {"ct2_batch_size": -2}, "train: ct2_threads (0) and ct2_batch_size (-2) must not be negative"),
 ])
 def test_groups_check_their_values(group, values, message):
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
