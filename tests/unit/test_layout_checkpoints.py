@@ -20,6 +20,7 @@ from mmt_upgrade.core.symbols import DATA_SOURCE_TAGS, SymbolLayout, lang_token
 from mmt_upgrade.core.vocab import read_dictionary
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_langs, checkpoint_layout, read_checkpoint
 from mmt_upgrade.pipeline.upgrade import UpgradeInputs, UpgradeOptions, upgrade
+from mmt_upgrade.pipeline.upgrade.rows import copy_rows
 
 from .conftest import OLD_LANGS
 
@@ -201,3 +202,19 @@ def test_settings_from_cfg_or_legacy_args(tmp_path):
         read_checkpoint(tmp_path / "bare.pt")
     torch.save(legacy, tmp_path / "legacy.pt")
     assert vars(read_checkpoint(tmp_path / "legacy.pt")["args"])["langs"] == "af,tyv_Cyrl"
+
+
+@pytest.mark.parametrize("case", ["appended", "langtoks moved", "reordered", "reordered, gathered"])
+def test_copied_rows_equal_the_plain_gather(case):
+    """Runs of rows copied as slices (or gathered in chunks when there are too many runs) give exactly
+    `matrix[i] = old[sources[i]]` for every kept row, and leave new rows alone."""
+    old = torch.randn(50, 4)
+    sources = {"appended": torch.cat([torch.arange(50), torch.full((7,), -1)]),
+               "langtoks moved": torch.cat([torch.arange(45), torch.full((5,), -1), torch.arange(45, 50)]),
+               "reordered": torch.cat([torch.randperm(50, generator=torch.Generator().manual_seed(0)),
+                                       torch.full((3,), -1)]),
+               "reordered, gathered": torch.randperm(50, generator=torch.Generator().manual_seed(1))}[case]
+    matrix = torch.full((len(sources), 4), float("nan"))
+    copy_rows(matrix, old, sources, chunk=8, max_runs=1 if case.endswith("gathered") else 1024)
+    kept = sources >= 0
+    assert torch.equal(matrix[kept], old[sources[kept]]) and matrix[~kept].isnan().all()

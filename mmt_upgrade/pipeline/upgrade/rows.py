@@ -24,7 +24,7 @@ from mmt_upgrade.core.record import NewParameterRecord
 from mmt_upgrade.core.spm import SPECIALS
 from mmt_upgrade.core.symbols import SymbolLayout
 from mmt_upgrade.core.vocab import row_sources
-from mmt_upgrade.fairseq_io.checkpoint import release_mapped
+from mmt_upgrade.fairseq_io.checkpoint import populate_mapped, release_mapped
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 
 UNK_ID = SPECIALS.index("<unk>")
@@ -88,10 +88,22 @@ def _runs(mask: torch.Tensor) -> list[tuple[int, int]]:
     return out
 
 
-def _copy_rows(matrix: torch.Tensor, old_matrix: torch.Tensor, sources: torch.Tensor, chunk: int = 16384) -> None:
-    """`matrix[i] = old_matrix[sources[i]]` where `sources[i] >= 0`, a chunk of rows at a time: one gather of a
-    256k x 1024 embedding would hold a third copy of it."""
+def copy_rows(matrix: torch.Tensor, old_matrix: torch.Tensor, sources: torch.Tensor, chunk: int = 16384,
+               max_runs: int = 1024) -> None:
+    """`matrix[i] = old_matrix[sources[i]]` where `sources[i] >= 0`. Rows usually keep their order in long runs
+    (new rows appended, language tokens moved up): each run is then one slice copy, with no gathered temporary.
+    Otherwise (a reordered dictionary), a chunk of rows is gathered at a time: one gather of a 256k x 1024
+    embedding would hold a third copy of it."""
     dst = (sources >= 0).nonzero().squeeze(1)
+    if not len(dst):
+        return
+    src = sources[dst]
+    starts = torch.cat([torch.tensor([0]), ((dst.diff() != 1) | (src.diff() != 1)).nonzero().squeeze(1) + 1])
+    if len(starts) <= max_runs:
+        ends = torch.cat([starts[1:], torch.tensor([len(dst)])])
+        for a, b in zip(starts.tolist(), ends.tolist()):
+            matrix[int(dst[a]):int(dst[a]) + b - a].copy_(old_matrix[int(src[a]):int(src[a]) + b - a])
+        return
     for i in range(0, len(dst), chunk):
         rows = dst[i:i + chunk]
         matrix[rows] = old_matrix[sources[rows]]
@@ -118,7 +130,8 @@ def upgrade_vocab_params(model_state: dict[str, torch.Tensor], old: SymbolLayout
         old_matrix = model_state[names[0]]
         generator = torch.Generator().manual_seed(options.seed * 1000 + gi)
         matrix = old_matrix.new_empty(len(new.rows), old_matrix.shape[1])
-        _copy_rows(matrix, old_matrix, sources)
+        populate_mapped([old_matrix])  # read whole, not page by page (faults cost more than the copy)
+        copy_rows(matrix, old_matrix, sources)
         matrix[piece_rows] = init_new_piece_rows(old_matrix, old_piece_rows, options.init, int(piece_rows.sum()),
                                                  generator, compose_weights)
         matrix[langtok_rows] = init_langtok_rows(old_matrix, old_langtoks, new_langs, options.langtok_init)
