@@ -105,8 +105,7 @@ def slurm_cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
 def test_tiny_experiment_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
     env = dict(slurm_cluster, MMT_UPGRADE_RUNS=str(tmp_path / "runs"), PYTHONUNBUFFERED="1")
     env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-    config = write_config(tmp_path / "slurm.yaml", name="slurm", runs={
-        "scratch": {"start": "scratch", "size_of": "full"},
+    config = write_config(tmp_path / "slurm.yaml", name="slurm", runs={  # planning is tested locally: two jobs here
         "full": {"upgrade": {"init": "unk", "add-encoder-layers": 1}, "distill": {"kd-method": "alm"}}})
     out = tmp_path / "exp"
     proc = subprocess.run([str(BIN / "mmt-upgrade"), "experiment", str(config), "--out", str(out), "--cluster", "slurm",
@@ -115,13 +114,12 @@ def test_tiny_experiment_on_a_real_slurm_cluster(tmp_path, slurm_cluster):
     assert proc.returncode == 0, proc.stderr[-6000:]
     exp = ExperimentDir(out)
     jobs = read_json(exp.jobs_file)["jobs"]
-    assert set(jobs) == {"old_model", "scratch", "full"} and {j["cluster"] for j in jobs.values()} == {"slurm"}
+    assert set(jobs) == {"old_model", "full"} and {j["cluster"] for j in jobs.values()} == {"slurm"}
     # The jobs really went through sbatch: submitit's SLURM job logs are named after the job ids.
     for job in jobs.values():
         assert list(exp.jobs.glob(f"{job['job_id']}_0_log.out")), job
     report = read_json(exp.report_json)
     assert [p["updates"] for p in report["curves"]["full"]] == [0, 10, 20]
-    assert [p["updates"] for p in report["curves"]["scratch"]] == [10, 20]
     # Resubmitting the finished experiment runs nothing.
     again = subprocess.run(proc.args, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "submitted job" not in again.stderr, again.stderr[-3000:]
