@@ -8,7 +8,8 @@ threads/W threads each, in batches of `--ct2-batch-size` sentences (`ct2-int8-w2
 Speed: target words per second of translation time alone (fairseq-generate's own generation timer, which
 leaves out loading and binarizing; CTranslate2's `translate_batch` with tokenization), each backend in turn
 in every repeat (the order rotates, so machine noise hits all; one warm-up round first), medians over
-repeats; the ratio to fairseq.
+repeats; the ratio to fairseq. `--repeats 0`: each backend translates once, no speed figures (quality on a
+larger test set, where the machine need not be quiet).
 chrF++ of each backend's output and its difference to fairseq's, with sacrebleu's paired bootstrap (1,000
 resamples, 95 % interval) per direction and over all directions pooled: is a difference more than noise?
 Fidelity of the float32 export: max |Δ| of the teacher-forced log-probabilities of the references (CTranslate2
@@ -157,7 +158,7 @@ def main() -> None:
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--max-tokens", type=int, default=6000)
     ap.add_argument("--threads", type=int, default=2, help="cores for every backend (CPU affinity and threads)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (0: translate once, no speed figures)")
     ap.add_argument("--cpu-bf16", default="auto", help="fairseq-generate's --cpu-bf16 in the speed runs")
     ap.add_argument("--fidelity-sentences", type=int, default=200)
     ap.add_argument("--hf", action="store_true", help="also transformers generate on an HF export (reference)")
@@ -202,14 +203,14 @@ def main() -> None:
               for n, b in [("fairseq", fp32_greedy)] + [(n, backends[n]) for n in names[1:]]}
     agree = {n: statistics.fmean(a == b for t in tests for a, b in zip(greedy[n][t.name], greedy["fairseq"][t.name]))
              for n in names[1:]}
-    median = {n: statistics.median(v) for n, v in wps.items()}
+    median = {n: statistics.median(v) for n, v in wps.items() if v}
     summary = {
         "model": str(model.checkpoint), "tests": {t.name: len(t.sources) for t in tests}, "beam": args.beam,
         "threads": args.threads, "repeats": args.repeats, "fairseq_cpu_bf16": args.cpu_bf16,
         "ct2_settings": {n: backends[n].describe() for n in names if n.startswith("ct2")},
         "words_per_s": {n: [round(x, 1) for x in v] for n, v in wps.items()},
         "median_words_per_s": {n: round(v, 1) for n, v in median.items()},
-        "speed_ratio_to_fairseq": {n: round(median[n] / median["fairseq"], 2) for n in names[1:]},
+        "speed_ratio_to_fairseq": {n: round(median[n] / median["fairseq"], 2) for n in names[1:] if n in median},
         "chrfpp": {n: {d: round(s, 2) for d, s in v.items()} for n, v in scores.items()},
         "chrfpp_diff_to_fairseq": {n: {d: round(scores[n][d] - scores["fairseq"][d], 2) for d in scores[n]}
                                    for n in names[1:]},
