@@ -96,9 +96,14 @@ def load_spm(model_path: Path) -> spm.SentencePieceProcessor:
     return sp
 
 
+def all_pieces(sp: spm.SentencePieceProcessor) -> list[str]:
+    """Every piece of the model in id order, in one call (a 256k-piece model: per-piece calls take seconds)."""
+    return sp.IdToPiece(list(range(sp.GetPieceSize())))
+
+
 def dictionary_lines(sp: spm.SentencePieceProcessor) -> list[str]:
     """fairseq `dict.txt` lines: every non-special piece, in SPM id order."""
-    return [f"{sp.IdToPiece(i)} 1" for i in range(len(SPECIALS), sp.GetPieceSize())]
+    return [f"{p} 1" for p in all_pieces(sp)[len(SPECIALS):]]
 
 
 def write_dictionary(sp: spm.SentencePieceProcessor, path: Path) -> Path:

@@ -26,7 +26,7 @@ import torch
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import write_json_atomic
-from mmt_upgrade.core.spm import SPECIALS, load_spm, train_spm
+from mmt_upgrade.core.spm import SPECIALS, all_pieces, load_spm, train_spm
 from mmt_upgrade.core.symbols import SymbolLayout, lang_token
 
 VOCAB_MODES = ("extend", "retrain")
@@ -52,11 +52,6 @@ def model_symbols(pieces: Sequence[str], langs: Sequence[str]) -> list[str]:
     return list(SPECIALS) + list(pieces) + [lang_token(x) for x in langs]
 
 
-def _model_pieces(sp: spm.SentencePieceProcessor) -> list[str]:
-    """Every piece of the model in id order, in one call (a 256k-piece model: per-piece calls take seconds)."""
-    return sp.IdToPiece(list(range(sp.GetPieceSize())))
-
-
 def check_spm_matches_dictionary(sp: spm.SentencePieceProcessor, sp_path: Path, pieces: Sequence[str],
                                  dict_path: Path) -> None:
     """The dictionary must list exactly the model's pieces in id order (piece id == dictionary id)."""
@@ -64,7 +59,7 @@ def check_spm_matches_dictionary(sp: spm.SentencePieceProcessor, sp_path: Path, 
     if n != len(pieces):
         raise UserInputError(f"SentencePiece model {sp_path} has {n} pieces besides the specials but dictionary "
                              f"{dict_path} has {len(pieces)}: they do not belong together")
-    model = _model_pieces(sp)[len(SPECIALS):]
+    model = all_pieces(sp)[len(SPECIALS):]
     for i, (piece, theirs) in enumerate(zip(pieces, model)):
         if theirs != piece:
             raise UserInputError(f"SentencePiece model {sp_path} is not dictionary {dict_path}'s: id {i + 4} is "
@@ -77,7 +72,7 @@ def check_spm_covers_dictionary(sp: spm.SentencePieceProcessor, sp_path: Path, p
     M2M-100's are frequency-ordered). A dictionary in the model's id order except at a few places is a
     corrupted one of this project's layout (piece id == dictionary id): named as such."""
     unk = sp.IdToPiece(sp.unk_id())
-    model = _model_pieces(sp)
+    model = all_pieces(sp)
     known = set(model)
     missing = [p for p in pieces if p != unk and p not in known]
     if missing:
@@ -153,7 +148,7 @@ class VocabularyUpgrade:
 
 
 def _piece_list(sp: spm.SentencePieceProcessor) -> list[str]:
-    return [sp.IdToPiece(i) for i in range(len(SPECIALS), sp.GetPieceSize())]
+    return all_pieces(sp)[len(SPECIALS):]
 
 
 def extend_vocabulary(old_spm: Path, old_pieces: Sequence[str], old_langs: Sequence[str],
@@ -244,8 +239,8 @@ def segmentation_stats(tokenizer: Tokenizer, texts_by_lang: Mapping[str, Sequenc
         name = tokenizer.route.get(lang)
         if name not in tables:
             sp = tokenizer.processor(lang)
-            pieces = [sp.IdToPiece(i) for i in range(sp.GetPieceSize())]
-            tables[name] = (np.array([sp.IsByte(i) for i in range(len(pieces))]),
+            pieces = all_pieces(sp)
+            tables[name] = (np.array(sp.IsByte(list(range(len(pieces))))),
                             np.array([p in vocab for p in pieces]) if vocab is not None else None)
         is_byte, known = tables[name]
         ids = np.fromiter(itertools.chain.from_iterable(tokenizer.encode_ids(lang, lines)), dtype=np.int64)

@@ -21,7 +21,7 @@ from mmt_upgrade.core.embeddings import (
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import log
 from mmt_upgrade.core.record import NewParameterRecord
-from mmt_upgrade.core.spm import SPECIALS
+from mmt_upgrade.core.spm import SPECIALS, all_pieces
 from mmt_upgrade.core.symbols import SymbolLayout
 from mmt_upgrade.core.vocab import row_sources
 from mmt_upgrade.fairseq_io.checkpoint import populate_mapped, release_mapped
@@ -157,7 +157,7 @@ def spm_segmenter_rows(old_spm: Path, sp: spm.SentencePieceProcessor,
     """`piece_segmenter` with SentencePiece ids turned into the old model's rows by piece string (a dictionary's
     ids are not SentencePiece ids in general); a piece the dictionary lacks is `<unk>`."""
     index = {x: i for i, x in enumerate(old_rows)}
-    to_row = [index.get(sp.IdToPiece(i), UNK_ID) for i in range(sp.GetPieceSize())]
+    to_row = [index.get(p, UNK_ID) for p in all_pieces(sp)]
     segment = piece_segmenter(old_spm)
     return lambda pieces: [[to_row[i] for i in ids] for ids in segment(pieces)]
 
