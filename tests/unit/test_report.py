@@ -177,6 +177,8 @@ def test_the_sweep_and_distillation_terms(summary):
     assert summary["sweep"]["chosen"] == "kd-a" and summary["sweep"]["runs"]["kd-a"]["split"] == "valid"
     assert summary["distillation"] == {"kd-a": [{"num_updates": 50.0, "ce_loss": 6.0, "kd_loss": 0.2}]}
     assert "kd-a" not in {c["a"] for c in summary["comparisons"]}  # dev runs are not test comparisons
+    # dev scores are of other sentences than the old model's: no forgetting figure, no baselines from them
+    assert "forgetting_chrfpp" not in summary["runs"]["kd-a"] and "kd-a" not in summary["baselines"]
 
 
 def test_the_report_is_written_from_the_files_alone(tmp_path):
@@ -188,6 +190,8 @@ def test_the_report_is_written_from_the_files_alone(tmp_path):
             "`full` spends 0.66 of its updates") in md
     assert "- (b) `full` forgetting vs continue (old directions, chrF++): +0.00 [" in md
     assert "- (c) leave-one-out `full` − `-init`, new: " in md and "**no clear effect**" in md
+    finals = md[md.index("## Runs"):md.index("## Comparisons")]
+    assert "| full |" in finals and "| kd-a |" not in finals  # the dev sweep has its own table
     for png in ("curves.png", "forgetting.png", "distillation.png"):
         assert (tmp_path / "out" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

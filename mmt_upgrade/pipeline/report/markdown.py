@@ -37,9 +37,11 @@ def find(s: Mapping[str, Any], kind: str, a: str, group: str, metric: str = "chr
 
 def headline(s: Mapping[str, Any]) -> list[str]:
     lines, iso = [], s["iso_quality"]
-    upgraded = [g for g, r in s["groups"].items() if s["runs"][r["replicas"][0]]["start"] == "upgrade"]
-    run = "full" if "full" in s["groups"] else (upgraded or list(s["groups"]))[-1]
-    for g, label in (("new", "new directions"), ("all", "all directions")):
+    upgraded = [g for g in main_groups(s) if s["runs"][s["groups"][g]["replicas"][0]]["start"] == "upgrade"]
+    run = "full" if "full" in upgraded else (upgraded or [""])[-1]
+    if not run:
+        lines.append(f"- (a) no upgraded run scored on `{s['eval']['split']}` yet.")
+    for g, label in (("new", "new directions"), ("all", "all directions")) if run else ():
         r = (iso.get("groups") or {}).get(run, {}).get(g)
         if not iso or r is None:
             lines.append(f"- (a) {label}: no `scratch` run to compare `{run}` with.")
@@ -67,9 +69,18 @@ def headline(s: Mapping[str, Any]) -> list[str]:
         if c["kind"] in ("step", "leave-one-out", "variant", "full-vs-naive") and c["metric"] == "chrfpp" \
                 and c["group"] in ("new", "old"):
             lines.append(f"- (c) {LABEL[c['kind']]} `{c['a']}` − `{c['b']}`, {c['group']}: {interval(c)}.")
-    if s["sweep"]["chosen"]:
-        lines.append(f"- (d) distillation sweep on dev: `{s['sweep']['chosen']}` ({s['sweep']['rule']}).")
-    return lines
+    return lines + sweep_headline(s)
+
+
+def main_groups(s: Mapping[str, Any]) -> list[str]:
+    """The runs whose finals are on the evaluation split (not the dev sweep's)."""
+    return [g for g, r in s["groups"].items() if s["runs"][r["replicas"][0]]["split"] == s["eval"]["split"]]
+
+
+def sweep_headline(s: Mapping[str, Any]) -> list[str]:
+    if not s["sweep"]["chosen"]:
+        return []
+    return [f"- (d) distillation sweep on dev: `{s['sweep']['chosen']}` ({s['sweep']['rule']})."]
 
 
 def markdown(s: Mapping[str, Any], name: str) -> str:
@@ -91,7 +102,8 @@ def markdown(s: Mapping[str, Any], name: str) -> str:
              f"{fmt(o['train_wall_s'])} s of training.", "", "## Runs (finals; mean ± half the seed range)", "",
              "| run | seeds | updates | target tokens | train s | chrF++ new | chrF++ old | chrF++ all | BLEU new "
              "| BLEU old | old − old model | old − continue |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for g, r in s["groups"].items():
+    for g in main_groups(s):
+        r = s["groups"][g]
         seeds = ",".join(str(x) for x in r["seeds"] if x is not None) or "-"
         lines.append(f"| {g} | {seeds} | {fmt(r.get('updates'), 0)} | {fmt(r.get('target_tokens'), 0)} | "
                      f"{fmt(r.get('train_wall_s'), 0)} | " + " | ".join(ms(r.get(k)) for k in (

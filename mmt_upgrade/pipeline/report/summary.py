@@ -25,11 +25,13 @@ def scores(point: CurvePoint) -> dict[str, float]:
     return {f"{m}_{g}": getattr(point.groups[g], m) for g in GROUPS if g in point.groups for m in METRICS}
 
 
-def run_row(r: Replica, old: float, cont: float | None) -> dict[str, Any]:
+def run_row(r: Replica, old: float, cont: float | None, on_eval_split: bool) -> dict[str, Any]:
+    """A replica's final figures; forgetting only for finals on the split the old model was scored on (a dev
+    sweep run's scores are of other sentences)."""
     p = r.final
     row = {"run": r.group, "seed": r.seed, "start": r.start, "split": r.split, **p.compute,
            "sentences": p.sentences, "beam": p.beam, **scores(p)}
-    if "old" in p.groups or r.start == "continue":
+    if on_eval_split and ("old" in p.groups or r.start == "continue"):
         row["forgetting_chrfpp"] = old_chrfpp(p) - old
         row["forgetting_vs_continue_chrfpp"] = old_chrfpp(p) - cont if cont is not None else None
     return row
@@ -100,7 +102,8 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[st
     groups = exp.groups()
     cont = exp.first("continue")
     cont_old = fmean(old_chrfpp(r.final) for r in groups[cont]) if cont else None
-    rows = {n: run_row(r, old, cont_old) for n, r in exp.replicas.items()}
+    rows = {n: run_row(r, old, cont_old, r.split == exp.eval_split) for n, r in exp.replicas.items()}
+    on_eval = [(n, r) for n, r in exp.replicas.items() if r.split == exp.eval_split]
     sweep = {g: {"replicas": [r.name for r in rs], "split": rs[0].split,
                  **{k: fmean(getattr(r.result.final.groups[gr], "chrfpp") for r in rs)
                     for gr in GROUPS if gr in rs[0].result.final.groups for k in [f"chrfpp_{gr}"]}}
@@ -118,7 +121,7 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[st
             "sweep": {"runs": sweep, "chosen": chosen, "rule": "highest dev chrF++ on all directions (then "
                                                              "the old ones)"},
             "distillation": {n: kd_stats(r) for n, r in exp.replicas.items() if kd_stats(r)},
-            "baselines": {n: _baselines(r.final) for n, r in list(exp.replicas.items())[:1]},
+            "baselines": {n: _baselines(r.final) for n, r in on_eval[:1]},
             "curves": {n: [p.to_json() for p in r.result.curve] for n, r in exp.replicas.items()},
             "n_samples": n_samples, "eval": exp.config["evaluate"], "missing_runs": exp.missing}
 
