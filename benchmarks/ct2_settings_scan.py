@@ -1,7 +1,7 @@
 """Which CTranslate2 threading and batching uses the cores best: one export, beam 5, the same sentences
-translated under each setting (workers = inter_threads x threads = intra_threads, batches in tokens or
-sentences), 1 warm-up + `--repeats` timed rounds, medians. Run it on dev sentences: the setting is then used
-on test by `ct2_speed.py`.
+translated under each setting (sources longer than the model's positions left out, as evaluation skips them;
+workers = inter_threads x threads = intra_threads, batches in tokens or sentences), 1 warm-up + `--repeats`
+timed rounds, medians. Run it on dev sentences: the setting is then used on test by `ct2_speed.py`.
 
     .venv/bin/python benchmarks/ct2_settings_scan.py runs/bench_ct2/ct2-int8 --spm spm.model \\
         --source en-it=valid.en-it.en --source ar-en=valid.en-ar.ar
@@ -17,7 +17,7 @@ from pathlib import Path
 import ctranslate2
 import sentencepiece as spm
 
-from mmt_upgrade.core.decoding import CT2_PAD, max_output_tokens
+from mmt_upgrade.core.decoding import CT2_PAD, max_output_tokens, too_long
 from mmt_upgrade.core.symbols import lang_token
 from mmt_upgrade.fairseq_io.ct2_runtime import Ct2Export
 
@@ -39,9 +39,10 @@ def main() -> None:
     for item in args.source:
         pair, path = item.split("=", 1)
         src, tgt = pair.split("-")
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        jobs.append(([[lang_token(src, info.lang_tok_style), *sp.encode(x, out_type=str)] for x in lines],
-                     [[lang_token(tgt, info.lang_tok_style)]] * len(lines)))
+        pieces = [sp.encode(x, out_type=str) for x in Path(path).read_text(encoding="utf-8").splitlines()]
+        pieces = [p for p in pieces if not too_long(len(p), 0, info.max_source_positions, info.max_target_positions)]
+        jobs.append(([[lang_token(src, info.lang_tok_style), *p] for p in pieces],
+                     [[lang_token(tgt, info.lang_tok_style)]] * len(pieces)))
     limit = max_output_tokens(info.max_target_positions)
     rows = []
     for workers, threads, size, kind in SETTINGS:
