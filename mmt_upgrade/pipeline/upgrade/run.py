@@ -57,10 +57,10 @@ def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Pa
             lang_dict = bool(checkpoint_task_cfg(state).get("lang_dict")) or inputs.langs_file is not None
             report |= upgrade_languages(state, found.old_langs, found.new_langs, out_dir)
             report |= grow_model(state, options, record, found.what)
-            report |= inputs_section(found, hashes)
             log(f"upgrade: writing {out_dir / CHECKPOINT}")
             report |= write_model(state, found.layout, layout, found.dict_rest, found.dictionary.name, record, tmp,
                                   lang_dict)
+            report |= inputs_section(found, hashes)  # after the write, which the input's hashing overlaps too
             write_lang_pairs(found.lang_pairs_file, report["lang_pairs"], found.new_langs, tmp)
             report |= commands_section(state, found.layout, layout, report["lang_pairs"], out_dir)
             report |= outputs_section(tmp)
