@@ -21,6 +21,7 @@ import numpy as np
 import sentencepiece as spm
 
 from mmt_upgrade.core.errors import UserInputError
+from mmt_upgrade.core.spm import all_pieces
 from mmt_upgrade.core.vocab import Tokenizer, lang_token
 
 SPACE = 0x20
@@ -49,12 +50,12 @@ def segment(sp: spm.SentencePieceProcessor, text: str) -> Segmentation:
 
 def spelled_pieces(sp: spm.SentencePieceProcessor) -> list[bytes]:
     """The bytes every id of `sp` spells (`▁` is a space, `<0xNN>` one byte; `<unk>` and controls none)."""
+    ids = list(range(sp.GetPieceSize()))
     out = []
-    for i in range(sp.GetPieceSize()):
-        piece = sp.IdToPiece(i)
-        if sp.IsByte(i):
+    for piece, byte, control, unknown in zip(all_pieces(sp), sp.IsByte(ids), sp.IsControl(ids), sp.IsUnknown(ids)):
+        if byte:
             out.append(bytes([int(piece[3:5], 16)]))
-        elif sp.IsControl(i) or sp.IsUnknown(i):
+        elif control or unknown:
             out.append(b"")
         else:
             out.append(piece.replace("\u2581", " ").encode("utf-8"))
@@ -188,8 +189,7 @@ class ExampleAligner:
         self.t_index = {s: i for i, s in enumerate(teacher_symbols)}
         t_unk = self.t_index["<unk>"]
         # teacher SentencePiece id -> teacher fairseq id, by piece string
-        self.t_spm_to_fs = np.array([self.t_index.get(teacher_spm.IdToPiece(i), t_unk)
-                                     for i in range(teacher_spm.GetPieceSize())], dtype=np.int64)
+        self.t_spm_to_fs = np.array([self.t_index.get(p, t_unk) for p in all_pieces(teacher_spm)], dtype=np.int64)
         self.t_spm_unk = teacher_spm.unk_id()
         self.t_spelled = spelled_pieces(teacher_spm)
         self._s_spelled: dict[str, list[bytes]] = {}
