@@ -102,8 +102,8 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[st
     groups = exp.groups()
     cont = exp.first("continue")
     cont_old = fmean(old_chrfpp(r.final) for r in groups[cont]) if cont else None
-    rows = {n: run_row(r, old, cont_old, r.split == exp.eval_split) for n, r in exp.replicas.items()}
-    on_eval = [(n, r) for n, r in exp.replicas.items() if r.split == exp.eval_split]
+    on_eval = [n for n, r in exp.replicas.items() if r.split == exp.eval_split]
+    rows = {n: run_row(r, old, cont_old, n in on_eval) for n, r in exp.replicas.items()}
     sweep = {g: {"replicas": [r.name for r in rs], "split": rs[0].split,
                  **{k: fmean(getattr(r.result.final.groups[gr], "chrfpp") for r in rs)
                     for gr in GROUPS if gr in rs[0].result.final.groups for k in [f"chrfpp_{gr}"]}}
@@ -121,7 +121,7 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[st
             "sweep": {"runs": sweep, "chosen": chosen, "rule": "highest dev chrF++ on all directions (then "
                                                              "the old ones)"},
             "distillation": {n: kd_stats(r) for n, r in exp.replicas.items() if kd_stats(r)},
-            "baselines": {n: _baselines(r.final) for n, r in on_eval[:1]},
+            "baselines": {n: _baselines(exp.replicas[n].final) for n in on_eval[:1]},
             "curves": {n: [p.to_json() for p in r.result.curve] for n, r in exp.replicas.items()},
             "n_samples": n_samples, "eval": exp.config["evaluate"], "missing_runs": exp.missing}
 
