@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import sentencepiece as spm
 from google.protobuf.message import DecodeError
@@ -84,35 +84,39 @@ def _per_word(ids: Sequence[Sequence[int]], lines: Sequence[str]) -> float:
     return sum(len(x) for x in ids) / max(sum(len(x.split()) for x in lines), 1)
 
 
-def normal_score_range(proto: pb.ModelProto) -> tuple[float, float]:
-    scores = [p.score for p in proto.pieces if p.type == Piece.NORMAL]
-    return min(scores), max(scores)
-
-
 class _Merged:
-    """The merged proto under construction; appended pieces are proto indices `base..`."""
+    """The merged proto under construction; appended pieces are proto indices `base..`. Its piece table (ids by
+    string, the fixed pieces every view keeps, pieces spanning whitespace) is read once: walking a 256k-piece
+    proto costs a tenth of a second a pass."""
 
     def __init__(self, old: pb.ModelProto, new: pb.ModelProto, added: Sequence[str]) -> None:
-        known = {p.piece for p in old.pieces}
+        table = [(p.piece, p.type, p.score) for p in old.pieces]
+        normal = [(score, i) for i, (_, kind, score) in enumerate(table) if kind == Piece.NORMAL]
+        self.floor, lowest = min(normal, default=(0.0, -1))
+        self.index = {piece: i for i, (piece, _, _) in enumerate(table)}
+        self.fixed = {i for i, (_, kind, _) in enumerate(table) if kind not in (Piece.NORMAL, Piece.UNUSED)}
+        self.fixed.add(lowest)  # unigram prices unknown characters from the lowest normal score
+        old_chars = {piece for piece, kind, _ in table if kind == Piece.NORMAL and len(piece) == 1}
         new_pieces = {p.piece: p for p in new.pieces}
         self.proto = pb.ModelProto()
         self.proto.CopyFrom(old)
         self.base = len(old.pieces)
-        self.floor, _ = normal_score_range(old)
-        old_chars = {p.piece for p in old.pieces if p.type == Piece.NORMAL and len(p.piece) == 1}
         self.new_scores: list[float] = []
         self.protected: set[int] = set()
         for piece in added:
-            if piece in known:  # a model piece its dictionary lacked (M2M-100's): it keeps its id and score
+            if piece in self.index:  # a model piece its dictionary lacked (M2M-100's): it keeps its id and score
                 continue
             if piece not in new_pieces:
                 raise UserInputError(f"piece {piece!r} to append is not in the new SentencePiece model")
             usable = new_pieces[piece].type == Piece.NORMAL
+            self.index[piece] = len(self.proto.pieces)
             self.proto.pieces.add(piece=piece, score=self.floor, type=Piece.NORMAL if usable else Piece.UNUSED)
             self.new_scores.append(new_pieces[piece].score if usable else float("nan"))
             if usable and len(piece) == 1 and piece not in old_chars:
                 self.protected.add(self.base + len(self.new_scores) - 1)
         self.proto.trainer_spec.vocab_size = len(self.proto.pieces)
+        self.longest = max((len(piece) for piece in self.index), default=1)
+        self.spanning = [(piece, i) for piece, i in self.index.items() if "\u2581" in piece[1:]]
 
     def usable(self) -> list[int]:
         return [i for i in range(self.base, len(self.proto.pieces)) if self.proto.pieces[i].type == Piece.NORMAL]
@@ -126,22 +130,27 @@ class _Merged:
         unk, pieces = self.floor - UNKNOWN_PENALTY, self.proto.pieces
         return sum(unk if pieces[i].type in (Piece.BYTE, Piece.UNKNOWN) else pieces[i].score for i in ids)
 
+    def occurring(self, normalized: Sequence[str]) -> set[int]:
+        """Ids of the pieces that occur in the normalized lines: substrings of each whitespace-delimited unit
+        (`▁word`: pieces learnt by SentencePiece do not cross whitespace) looked up by string, and the few pieces
+        that do cross it searched in the lines."""
+        units = {u for line in normalized for u in _UNIT.findall(line)}
+        within = {u[a:b] for u in units for a in range(len(u)) for b in range(a + 1, min(a + self.longest, len(u)) + 1)}
+        text = "\n".join(normalized)
+        return ({self.index[x] for x in within if x in self.index}
+                | {i for piece, i in self.spanning if piece in text})
+
 
 class _View:
     """The merged model restricted to the pieces that occur in some lines. Viterbi over those lines never meets
     the others, so it segments them exactly as the whole model does; and a 256k-piece model (NLLB-200) takes about
     half a second to load, which the offset search and the demotion rounds would pay after every change of
-    scores. Ids are the whole model's. The lowest-scoring normal piece stays: unigram prices unknown characters
-    from it."""
+    scores. Ids are the whole model's."""
 
     def __init__(self, merged: _Merged, lines: Sequence[str], normalizer: spm.SentencePieceProcessor) -> None:
-        table = [(p.piece, p.type, p.score) for p in merged.proto.pieces]
-        normal = [i for i, (_, kind, _) in enumerate(table) if kind == Piece.NORMAL]
-        occurs = _occurrence([normalizer.Normalize(x) for x in lines],
-                             max((len(table[i][0]) for i in normal), default=1))
-        lowest = min(normal, key=lambda i: table[i][2], default=-1)
-        self.ids = [i for i, (piece, kind, _) in enumerate(table) if kind not in (Piece.NORMAL, Piece.UNUSED)
-                    or (kind == Piece.NORMAL and (i == lowest or occurs(piece)))]
+        pieces = merged.proto.pieces
+        occurs = merged.occurring([normalizer.Normalize(x) for x in lines])
+        self.ids = sorted(merged.fixed | {i for i in occurs if pieces[i].type == Piece.NORMAL})
         self.merged = merged
         self.template = pb.ModelProto()
         for name in ("trainer_spec", "normalizer_spec", "denormalizer_spec"):
@@ -154,15 +163,6 @@ class _View:
         proto.CopyFrom(self.template)
         proto.pieces.extend(self.merged.proto.pieces[i] for i in self.ids)
         return [[self.ids[i] for i in x] for x in processor(proto).Encode(list(lines))]
-
-
-def _occurrence(normalized: Sequence[str], longest: int) -> Callable[[str], bool]:
-    """Whether a piece occurs in the normalized lines: a set of the substrings of each whitespace-delimited unit
-    (`▁word`: pieces learnt by SentencePiece do not cross whitespace), the lines themselves for a piece that does."""
-    units = {u for line in normalized for u in _UNIT.findall(line)}
-    within = {u[a:b] for u in units for a in range(len(u)) for b in range(a + 1, min(a + longest, len(u)) + 1)}
-    text = "\n".join(normalized)
-    return lambda piece: piece in within or ("\u2581" in piece[1:] and piece in text)
 
 
 def _search_offset(merged: _Merged, new_texts: Mapping[str, Sequence[str]], targets: Mapping[str, float],
@@ -218,15 +218,17 @@ def _demote(merged: _Merged, old_text: Mapping[str, Sequence[str]], old_sp: spm.
 
 
 def merge_spm(old_model: Path, new_model: Path, added: Sequence[str], old_text: Mapping[str, Sequence[str]],
-              new_text: Mapping[str, Sequence[str]], out: Path) -> MergeResult:
+              new_text: Mapping[str, Sequence[str]], out: Path,
+              old_sp: spm.SentencePieceProcessor | None = None) -> MergeResult:
     """Write the merged model to `out`: the old model plus `added` (pieces of `new_model`, in dictionary order),
-    scored on `old_text` (old languages' text that must keep its segmentation) and `new_text` (new languages)."""
+    scored on `old_text` (old languages' text that must keep its segmentation) and `new_text` (new languages);
+    `old_sp`: the old model, already loaded."""
     old, new = read_proto(old_model), read_proto(new_model)
     for proto, path in ((old, old_model), (new, new_model)):
         if proto.trainer_spec.model_type != pb.TrainerSpec.UNIGRAM:
             raise UserInputError(f"{path}: only unigram SentencePiece models can be merged")
     merged = _Merged(old, new, added)
-    new_sp, old_sp = processor(new), processor(old)
+    new_sp, old_sp = processor(new), old_sp if old_sp is not None else processor(old)
     targets = {x: pieces_per_word(new_sp, lines) for x, lines in new_text.items()}
     offset = _search_offset(merged, new_text, targets, old_sp) if new_text else 0.0
     merged.shift(offset)

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import numpy as np
 import sentencepiece as spm
 import torch
 
@@ -153,8 +152,10 @@ def _piece_list(sp: spm.SentencePieceProcessor) -> list[str]:
 
 def extend_vocabulary(old_spm: Path, old_pieces: Sequence[str], old_langs: Sequence[str],
                       new_texts: Mapping[str, Sequence[str]], new_spm_size: int, seed: int, out_dir: Path,
-                      sentences_per_lang: int = 20000) -> VocabularyUpgrade:
-    """Old pieces keep their ids; pieces of a model learnt on the new languages' text are appended if new."""
+                      sentences_per_lang: int = 20000,
+                      old_processor: spm.SentencePieceProcessor | None = None) -> VocabularyUpgrade:
+    """Old pieces keep their ids; pieces of a model learnt on the new languages' text are appended if new
+    (`old_processor`: the old model, already loaded)."""
     out_dir = Path(out_dir)
     shutil.copyfile(old_spm, out_dir / "spm.old.model")
     train_spm(new_texts, out_dir / "spm.new.model", new_spm_size, sentences_per_lang, seed, size_flag="--new-spm-size")
@@ -163,6 +164,8 @@ def extend_vocabulary(old_spm: Path, old_pieces: Sequence[str], old_langs: Seque
     added = [p for p in new_model_pieces if p not in old_set]
     route = {lang: "old" for lang in old_langs} | {lang: "new" for lang in new_texts}
     tokenizer = Tokenizer(out_dir, {"old": "spm.old.model", "new": "spm.new.model"}, route)
+    if old_processor is not None:
+        tokenizer._loaded["old"] = old_processor
     stats = {
         "old_pieces": len(old_pieces),
         "new_model_pieces": len(new_model_pieces),
@@ -232,22 +235,16 @@ def segmentation_change(old: Tokenizer, new: Tokenizer, texts_by_lang: Mapping[s
 def segmentation_stats(tokenizer: Tokenizer, texts_by_lang: Mapping[str, Sequence[str]],
                        vocab: set[str] | None = None) -> dict[str, dict]:
     """Per language: pieces per word, the share of byte-fallback pieces (what `<unk>` becomes with byte
-    fallback) and, given the old vocabulary, the share of pieces it already had."""
-    tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    fallback) and, given the old vocabulary, the share of pieces it already had. Only the ids used are looked up
+    (one batched call each), not the model's 256k pieces."""
     out = {}
     for lang, lines in texts_by_lang.items():
-        name = tokenizer.route.get(lang)
-        if name not in tables:
-            sp = tokenizer.processor(lang)
-            pieces = all_pieces(sp)
-            tables[name] = (np.array(sp.IsByte(list(range(len(pieces))))),
-                            np.array([p in vocab for p in pieces]) if vocab is not None else None)
-        is_byte, known = tables[name]
-        ids = np.fromiter(itertools.chain.from_iterable(tokenizer.encode_ids(lang, lines)), dtype=np.int64)
+        sp = tokenizer.processor(lang)
+        ids = list(itertools.chain.from_iterable(tokenizer.encode_ids(lang, lines)))
         n_pieces = max(len(ids), 1)
         stats = {"pieces_per_word": round(len(ids) / max(sum(len(x.split()) for x in lines), 1), 3),
-                 "byte_fallback_fraction": round(float(is_byte[ids].sum()) / n_pieces, 4)}
-        if known is not None:
-            stats["old_vocab_fraction"] = round(float(known[ids].sum()) / n_pieces, 4)
+                 "byte_fallback_fraction": round(sum(sp.IsByte(ids)) / n_pieces, 4)}
+        if vocab is not None:
+            stats["old_vocab_fraction"] = round(sum(p in vocab for p in sp.IdToPiece(ids)) / n_pieces, 4)
         out[lang] = stats
     return out

@@ -119,3 +119,15 @@ def test_partial_tokens_in_file_keep_their_rows():
 def test_piece_rows_skip_specials_tokens_fillers_and_tags():
     layout = SymbolLayout(("▁a", "__en__", "madeupword0000", "b"), ("en", "fr"), data_source_tags=True)
     assert [layout.rows[i] for i in layout.piece_rows()] == ["▁a", "b"]
+
+
+def test_pieces_agree_with_is_piece_on_near_fillers():
+    """The cached tables find fillers by one regex scan over the joined rows: symbols that only resemble a filler
+    (five digits, a prefix, a suffix) stay pieces, as `is_piece` says."""
+    file = ("madeupword00000", "xmadeupword0001", "madeupword0002x", "madeupword0003", "<mask>", "▁b")
+    layout = SymbolLayout(file, ("en",), style="mbart", data_source_tags=True)
+    expected = tuple(s for s in file if layout.is_piece(s))
+    assert expected == ("madeupword00000", "xmadeupword0001", "madeupword0002x", "▁b")
+    assert layout.pieces == expected
+    assert tuple(layout.rows[i] for i in layout.piece_rows()) == expected
+    assert layout.describe()["fillers"] == 1

@@ -51,7 +51,7 @@ def _write_merged(inputs: ResolvedInputs, vocab: VocabularyUpgrade) -> None:
     tok = vocab.tokenizer
     new_model = tok.root / tok.models[tok.route[inputs.new_langs[0]]]
     result = merge_spm(inputs.spm, new_model, vocab.pieces[len(inputs.pieces):], _old_fit_text(inputs),
-                       {x: _sample(inputs, x) for x in inputs.new_langs}, tok.root / MERGED_SPM)
+                       {x: _sample(inputs, x) for x in inputs.new_langs}, tok.root / MERGED_SPM, inputs.sp)
     log(f"upgrade: merged SentencePiece model {MERGED_SPM}: {result.appended} pieces appended (score offset "
         f"{result.offset}), {result.demoted} demoted and {result.dropped} dropped so that old text keeps its "
         f"segmentation; {result.changed} old-language sentences still segment differently")
@@ -65,7 +65,8 @@ def build_vocabulary(inputs: ResolvedInputs, options: UpgradeOptions, out_dir: P
         vocab = keep_vocabulary(inputs.spm, inputs.pieces, langs, out_dir)
     elif options.vocab_mode == "extend":
         vocab = extend_vocabulary(inputs.spm, inputs.pieces, inputs.old_langs,
-                                  {x: inputs.texts[x] for x in new_langs}, options.new_spm_size, options.seed, out_dir)
+                                  {x: inputs.texts[x] for x in new_langs}, options.new_spm_size, options.seed, out_dir,
+                                  old_processor=inputs.sp)
         if is_unigram(inputs.spm):
             _write_merged(inputs, vocab)
         else:
