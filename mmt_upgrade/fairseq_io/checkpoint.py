@@ -94,7 +94,8 @@ def checkpoint_num_updates(path: Path) -> int:
 
 
 def training_clock(state: dict[str, Any]) -> float:
-    """fairseq's training wall time in seconds (`previous_training_time`; evaluation and start-up excluded).
+    """fairseq's training wall time in seconds (`previous_training_time`: the wall time since the trainer
+    started or loaded its checkpoint, summed over calls; its own validation included, process start-up excluded).
 
     fairseq carries it over from the checkpoint it starts from (resumed or `--finetune-from-model`), and
     `--stop-time-hours` compares this running total, not the time of the current call."""
