@@ -13,8 +13,8 @@ The SentencePiece model is learnt on Bible text (en, es, fr; 2,000 pieces) and p
 pieces to the dictionary's size. The configs come from tiny checkpoints trained by the real fairseq-train in
 each layout (tests/integration/layouts.py), with the dimensions and paths rewritten. New language: Bible it
 text under a code the model lacks (tyv_Cyrl / tyv); dev text of the three Bible languages. Three legs, in fresh
-processes pinned to 2 cores under /usr/bin/time, their order reversed every other repeat; figures are ratios
-of medians:
+processes pinned to 2 cores under /usr/bin/time, their order reversed every other repeat, each after a `sync` (no
+leg's writes still pending when the next starts); figures are ratios of medians:
 - load_save: `torch.load` + `torch.save` of the checkpoint (the reference);
 - upgrade: `mmt-upgrade upgrade ... --no-rows-check` (random weights know nothing, so no check can pass them);
 - rows_check: the same command with the check, which refuses these weights (exit 2, checked): inputs read +
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -181,6 +182,7 @@ def bench(name: str, ckpt: Path, flags: list[str], repeats: int, which: list[str
         for leg in order:
             out = ckpt.parent / "upgraded"
             shutil.rmtree(out, ignore_errors=True)
+            os.sync()  # the previous leg's written file leaves the page cache's dirty list before this one starts
             run = timed(roundtrip if leg == "load_save" else
                         upgrade + ["--out", str(out)] + (["--no-rows-check"] if leg == "upgrade" else []),
                         expect_rc=2 if leg == "rows_check" else 0)
