@@ -120,7 +120,7 @@ def test_restricted_view_segments_as_the_whole_model(new_script, old_spm, texts)
     result, old_sp, *_ = new_script
     whole = read_proto(result.path)
     whole.pieces.add(piece="\u2581of\u2581the", score=5.0, type=pb.ModelProto.SentencePiece.NORMAL)
-    merged = _Merged(whole, whole, [])
+    merged = _Merged(whole, whole, [], processor(whole))
     crossing = merged.proto.pieces[-1]
     lines = [x for lang in ("en", "ru", "ar") for x in sentences(lang, 20, seed=11)] + ["\u2603 of the \u00e6\u00f0"]
     view = _View(merged, lines, old_sp)
