@@ -158,6 +158,11 @@ def test_the_evidence_experiment_plans_its_references_seeds_and_ablations(tmp_pa
     assert (plan.runs["full@s1"].final_evaluation.beam, plan.runs["full@s1"].evaluation.beam) == (5, 1)
     assert plan.runs["full@s1"].references == tmp_path / "exp/references/test-all"
     assert plan.old.final_evaluation.beam == 5
+    # finals by CTranslate2 float32 (every one, the old model's included), curve points by fairseq-generate
+    for r in (plan.old, plan.runs["full@s1"], plan.runs["continue@s2"]):
+        f = r.final_evaluation
+        assert (f.backend, f.ct2_quantization, f.ct2_workers, f.ct2_batch_size) == ("ct2", "float32", 2, 16)
+        assert r.evaluation.backend == "fairseq"
     # leave-one-out: null takes the inherited flag out; distill: false the distillation
     assert "lr-scale-old" not in runs["-lr"] and runs["-lr"]["optimizer"] == "adam"
     assert "upsample-langs" not in runs["-upsample"] and runs["-upsample"]["criterion"] == "cross_vocab_distillation"
@@ -181,6 +186,7 @@ def test_the_evidence_experiment_plans_its_references_seeds_and_ablations(tmp_pa
     (["runs.naive.ablation=leave-one-out"], "ablation leave-one-out compares the run with its base; set `base`"),
     (["runs.naive.split=dev"], "run naive: split must be one of train, valid, test"),
     (["evaluate.final_max_pairs=-2"], "final_max_pairs"),
+    (["evaluate.final_backend=onnx"], "final_backend"),
 ])
 def test_seeds_starts_and_roles_are_checked(capsys, tmp_path, sets, message):
     assert message in dry_run_error(capsys, tmp_path, TINY, *sets)

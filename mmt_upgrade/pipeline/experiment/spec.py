@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mmt_upgrade.core.config_files import read_config_tree
+from mmt_upgrade.core.decoding import BACKENDS
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.languages import parse_lang_list
 from mmt_upgrade.core.options import option
@@ -46,6 +47,9 @@ class ExperimentEvalOptions(EvalOptions):
     final_max_pairs: int = option(-1, "sentences per direction for the final checkpoints (0: the whole split; "
                                       "-1: the curve's sample)")
     final_beam: int = option(0, "beam for the final checkpoints (0: the curve's)")
+    final_backend: str = option("", "who translates the final checkpoints ('': the curve's backend); ct2 with "
+                                "float32 weights gives fairseq's scores within 0.1 chrF++ at 3-4x its speed "
+                                "(BENCHMARKS.md), and the ct2_* settings apply", choices=("", *BACKENDS))
 
     def check(self) -> None:
         super().check()
@@ -65,16 +69,17 @@ class ExperimentEvalOptions(EvalOptions):
     @property
     def separate_final(self) -> bool:
         """Whether finals are scored apart from the curve (another sample or beam)."""
-        return (self.final_pairs, self.final_beam or self.beam) != (self.max_pairs, self.beam)
+        return ((self.final_pairs, self.final_beam or self.beam, self.final_backend or self.backend)
+                != (self.max_pairs, self.beam, self.backend))
 
-    def for_runs(self, new_langs: Sequence[str], split: str = "", beam: int = 0) -> EvalOptions:
+    def for_runs(self, new_langs: Sequence[str], split: str = "", beam: int = 0, backend: str = "") -> EvalOptions:
         """What evaluating one curve checkpoint of the experiment needs (every EvalOptions setting kept)."""
         shared = {f.name: getattr(self, f.name) for f in fields(EvalOptions)}
         return EvalOptions(**{**shared, "beam": beam or self.beam, "split": split or self.split,
-                              "new_langs": list(new_langs)})
+                              "backend": backend or self.backend, "new_langs": list(new_langs)})
 
     def for_finals(self, new_langs: Sequence[str]) -> EvalOptions:
-        return self.for_runs(new_langs, beam=self.final_beam)
+        return self.for_runs(new_langs, beam=self.final_beam, backend=self.final_backend)
 
 
 @dataclass
