@@ -16,6 +16,7 @@ from mmt_upgrade.core.significance import SentenceStats
 from mmt_upgrade.pipeline.records import CurvePoint, RunResult, Scores, write_record
 from mmt_upgrade.pipeline.report import write_report
 from mmt_upgrade.pipeline.report.load import load_experiment
+from mmt_upgrade.pipeline.report.markdown import markdown
 from mmt_upgrade.pipeline.report.significance import seed_pairs
 from mmt_upgrade.pipeline.report.summary import plan_comparisons, summarize_experiment
 from mmt_upgrade.pipeline.rundir import ExperimentDir
@@ -94,7 +95,8 @@ def write_experiment(root: Path) -> ExperimentDir:
                                             "new_langs": ["it"], "old": {"data": {"pivot": "en"}},
                                             "evaluate": {"every": 100, "split": "test", "max_pairs": 200, "beam": 1,
                                                          "max_tokens": 6000, "at_start": True,
-                                                         "final_max_pairs": 0, "final_beam": 5}}})
+                                                         "final_max_pairs": 0, "final_beam": 5,
+                                                         "final_backend": "ct2", "ct2_quantization": "float32"}}})
     return exp
 
 
@@ -204,3 +206,9 @@ def test_an_experiment_without_finished_runs_has_no_report(tmp_path):
     write_record(exp.old_model.result, RunResult("old_model", [], 0, 0, [pt(10, 0.0, 20.0, 1, 1.0)]))
     with pytest.raises(UserInputError, match="no run has finished yet"):
         write_report(exp.root)
+
+
+def test_the_report_names_who_translated_curves_and_finals(summary):
+    head = markdown(summary, "hand").split("\n")[2]
+    assert "beam 1, by fairseq-generate, every 100 updates" in head
+    assert "Finals: the whole split, beam 5, by CTranslate2 (float32)" in head

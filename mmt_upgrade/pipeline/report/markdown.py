@@ -83,15 +83,23 @@ def sweep_headline(s: Mapping[str, Any]) -> list[str]:
     return [f"- (d) distillation sweep on dev: `{s['sweep']['chosen']}` ({s['sweep']['rule']})."]
 
 
+def translator(e: Mapping[str, Any], backend: str) -> str:
+    """Who translated, from the experiment's `evaluate:` section (results.json's signatures give the details)."""
+    if backend == "ct2":
+        return f"CTranslate2 ({e.get('ct2_quantization', 'int8')})"
+    return "fairseq-generate"
+
+
 def markdown(s: Mapping[str, Any], name: str) -> str:
     e, o = s["eval"], s["old_model"]
     final_pairs = e.get("final_max_pairs", -1)
     lines = [f"# Experiment `{name}`", "",
              f"Curve points: {e['max_pairs']} sentences per direction (`{e['split']}`, the same for every run), beam "
-             f"{e['beam']}, every {e['every']} updates. Finals: "
+             f"{e['beam']}, by {translator(e, e.get('backend', ''))}, every {e['every']} updates. Finals: "
              + ("the curve's last point" if final_pairs == -1 else
                 f"{'the whole split' if final_pairs == 0 else f'{final_pairs} sentences per direction'}, beam "
-                f"{e.get('final_beam') or e['beam']}") +
+                f"{e.get('final_beam') or e['beam']}, by "
+                f"{translator(e, e.get('final_backend') or e.get('backend', ''))}") +
              f" ({fmt(o['sentences'])} sentences per direction for the old model). chrF++ = sacrebleu "
              "`CHRF(word_order=2)`, BLEU `tok:13a`. Significance: sacrebleu's paired bootstrap "
              f"({s['n_samples']} resamples) on each group's directions concatenated; a verdict needs every seed "
