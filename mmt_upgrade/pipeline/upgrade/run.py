@@ -18,11 +18,16 @@ from mmt_upgrade.core.record import UPGRADE_JSON, NewParameterRecord
 from mmt_upgrade.core.vocab import upgraded_layout
 from mmt_upgrade.fairseq_io.checkpoint import checkpoint_task_cfg
 from mmt_upgrade.pipeline.upgrade.growth import grow_model
-from mmt_upgrade.pipeline.upgrade.inputs import UpgradeInputs, hash_files, inputs_section, resolve_inputs
+from mmt_upgrade.pipeline.upgrade.inputs import (
+    ResolvedInputs,
+    UpgradeInputs,
+    hash_files,
+    inputs_section,
+    resolve_inputs,
+)
 from mmt_upgrade.pipeline.upgrade.languages import upgrade_languages
 from mmt_upgrade.pipeline.upgrade.options import UpgradeOptions
 from mmt_upgrade.pipeline.upgrade.rows import upgrade_rows
-from mmt_upgrade.pipeline.upgrade.rows_check import check_rows_mean_pieces
 from mmt_upgrade.pipeline.upgrade.vocabulary import build_vocabulary, vocabulary_section
 from mmt_upgrade.pipeline.upgrade.write import (
     CHECKPOINT,
@@ -36,12 +41,19 @@ from mmt_upgrade.pipeline.upgrade.write import (
 FORMAT = 1
 
 
+def _check_rows(found: ResolvedInputs) -> dict:
+    """The rows check, imported only when it runs: it loads fairseq's model code and omegaconf (0.1 s+)."""
+    from mmt_upgrade.pipeline.upgrade.rows_check import check_rows_mean_pieces
+
+    return check_rows_mean_pieces(found)
+
+
 def upgrade(inputs: UpgradeInputs, out_dir: Path, options: UpgradeOptions) -> Path:
     """Build `out_dir` (must not exist) holding the upgraded model; returns its checkpoint path."""
     t0 = time.monotonic()
     out_dir = check_out_dir(out_dir, inputs.checkpoint)
     found = resolve_inputs(inputs, options)
-    rows_check = (check_rows_mean_pieces(found) if inputs.rows_check else
+    rows_check = (_check_rows(found) if inputs.rows_check else
                   {"rows_check": {"skipped": "--no-rows-check: --dict and --spm were not checked against the model"}})
     state, record = found.state, NewParameterRecord()
     report = {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())} | rows_check
