@@ -113,11 +113,13 @@ def test_dry_run_prints_every_run_and_its_fairseq_command_and_runs_nothing(tmp_p
 # (3 decimals): on a model this small ALM's (a binary KL of chunk likelihoods at tau = 100) rounds to 0.000,
 # the shared KL's at its weight 0.5 to about 0.003.
 KD_SHARED = ("--set", "runs.full.distill.kd-method=shared", "--set", "runs.full.distill.kd-weight=50")
+# The finals (the curve's last checkpoints, scored once more) by CTranslate2, the curve points by fairseq-generate.
+FINALS_CT2 = ("--set", "evaluate.final_backend=ct2", "--set", "evaluate.ct2_quantization=float32")
 
 
 def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment_env):
     out = tmp_path / "exp"
-    first = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, "--out", str(out), timeout=1200)
+    first = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, *FINALS_CT2, "--out", str(out), timeout=1200)
     report = json.loads((out / "report.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     assert list(report["runs"]) == ["scratch", "naive", "full"] and not report["missing_runs"]
@@ -134,12 +136,12 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
     exp = ExperimentDir(out)
     old, full = read_record(RunResult, exp.old_model.result), read_record(RunResult, exp.run("full").result)
     assert report["runs"]["full"]["forgetting_chrfpp"] == pytest.approx(
-        full.final.chrfpp("old") - old.final.chrfpp("all"))
+        full.final_scored.chrfpp("old") - old.final_scored.chrfpp("all"))
     assert (old.planned_updates, old.trained_updates, full.planned_updates, full.trained_updates) == (30, 30, 20, 20)
-    # Progress counts the update-0 evaluation, which lives in upgrades/<key>.eval, with the run's own.
-    plans = build_plan(ExperimentConfig.load("tiny_upgrade", KD_SHARED[1::2]), out, prepare=False).runs
-    assert progress(plans["naive"]) == "update 20/20, 3 evaluation(s) done"
-    assert progress(plans["scratch"]) == "update 20/20, 2 evaluation(s) done"
+    # Progress counts the update-0 evaluation (in upgrades/<key>.eval) and the final with the run's own.
+    plans = build_plan(ExperimentConfig.load("tiny_upgrade", (KD_SHARED + FINALS_CT2)[1::2]), out, prepare=False).runs
+    assert progress(plans["naive"]) == "update 20/20, 4 evaluation(s) done"  # updates 0, 10, 20 and the final
+    assert progress(plans["scratch"]) == "update 20/20, 3 evaluation(s) done"
     assert report["references"] == {"scratch": "scratch", "continue": None}
     steps = [c for c in report["comparisons"] if c["kind"] == "step"]
     assert {(c["a"], c["b"]) for c in steps} == {("full", "naive")} and all("p_value" in c for c in steps)
@@ -147,6 +149,12 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
     final = full.final_scored
     assert final.references and (exp.run("full").root / final.references / "en-it.it").exists()
     assert (exp.run("full").root / final.eval_dir / "translations" / "test.en-it.it").exists()
+    # ...translated by CTranslate2 (the old model's final too), the curve by fairseq-generate
+    for root, point in ((exp.run("full").root, final), (exp.old_model.root, old.final_scored)):
+        signature = json.loads((root / point.eval_dir / "results.json").read_text())["signatures"]["backend"]
+        assert signature.startswith("backend:ct2|") and "quantization:float32" in signature, signature
+    curve_dir = exp.run("full").root / full.curve[-1].eval_dir
+    assert json.loads((curve_dir / "results.json").read_text())["signatures"]["backend"].startswith("backend:fairseq")
     md = (out / "report.md").read_text()
     assert "(a) new directions" in md and "(b) `full` forgetting vs the old model" in md
     assert "(c) cumulative step `full` − `naive`, new: " in md
@@ -178,7 +186,7 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
         "checkpoint_best.pt", "checkpoint_last.pt"]
     # Run again: nothing is trained or evaluated again.
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")}
-    again = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, "--out", str(out))
+    again = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, *FINALS_CT2, "--out", str(out))
     assert again.stderr.count("finished earlier; skipping") == 4  # the old model and the three runs
     assert "submitted job" not in again.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/result.json")} == stamps
