@@ -20,19 +20,38 @@ def init_unk(old: torch.Tensor, n_new: int, unk_id: int) -> torch.Tensor:
     return old[unk_id].expand(n_new, -1).clone()
 
 
-def init_mean(old: torch.Tensor, n_new: int) -> torch.Tensor:
-    return old.mean(dim=0).expand(n_new, -1).clone()
+def row_moments(old: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 16384,
+                covariance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean `(d,)` and unbiased covariance `(d, d)` (float64) of `old[rows]` (all rows when None), read `chunk`
+    rows at a time in two passes (the covariance of centred rows): a 256k x 1024 embedding is never gathered or
+    copied whole in float64 (3 GB for NLLB-200's)."""
+    idx = torch.arange(old.shape[0]) if rows is None else rows
+    n = len(idx)
+    mean = sum((old[idx[i:i + chunk]].double().sum(dim=0) for i in range(0, n, chunk)),
+               torch.zeros(old.shape[1], dtype=torch.float64)) / n
+    if not covariance:
+        return mean, None
+    cov = torch.zeros(old.shape[1], old.shape[1], dtype=torch.float64)
+    for i in range(0, n, chunk):
+        x = old[idx[i:i + chunk]].double() - mean
+        cov += x.T @ x
+    return mean, cov / max(n - 1, 1)
 
 
-def init_normal(old: torch.Tensor, n_new: int, generator: torch.Generator, jitter: float = 1e-6) -> torch.Tensor:
-    """Samples of a multivariate normal with the old rows' mean and covariance.
+def init_mean(old: torch.Tensor, n_new: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The mean of the old rows `rows` (all when None)."""
+    mean, _ = row_moments(old, rows, covariance=False)
+    return mean.to(old.dtype).expand(n_new, -1).clone()
+
+
+def init_normal(old: torch.Tensor, n_new: int, generator: torch.Generator, rows: torch.Tensor | None = None,
+                jitter: float = 1e-6) -> torch.Tensor:
+    """Samples of a multivariate normal with the mean and covariance of the old rows `rows` (all when None).
 
     The covariance of `V_old` rows in `d` dimensions may be singular; `jitter * mean variance` on its
     diagonal keeps the Cholesky factor defined without visibly changing the statistics.
     """
-    x = old.double()
-    mean = x.mean(dim=0)
-    cov = torch.cov(x.T)
+    mean, cov = row_moments(old, rows)
     cov += torch.eye(cov.shape[0], dtype=cov.dtype) * jitter * cov.diagonal().mean()
     chol = torch.linalg.cholesky(cov)
     z = torch.randn(n_new, old.shape[1], generator=generator, dtype=torch.float64)

@@ -11,6 +11,7 @@ from mmt_upgrade.core.embeddings import (
     init_random,
     init_unk,
     piece_segmenter,
+    row_moments,
 )
 
 
@@ -24,6 +25,15 @@ def test_unk_and_mean_rows():
     old = _old()
     assert torch.equal(init_unk(old, 5, unk_id=3), old[3].repeat(5, 1))
     assert torch.allclose(init_mean(old, 2), old.mean(0).repeat(2, 1))
+
+
+def test_row_moments_in_chunks_are_torch_mean_and_cov_of_the_rows():
+    old = _old()
+    rows = torch.tensor([5, 1, 7, 2, 9, 11, 3])
+    mean, cov = row_moments(old, rows, chunk=3)
+    assert torch.allclose(mean, old[rows].double().mean(0), rtol=0, atol=1e-12)
+    assert torch.allclose(cov, torch.cov(old[rows].double().T), rtol=0, atol=1e-10)
+    assert torch.allclose(init_mean(old, 2, rows), old[rows].mean(0).repeat(2, 1))
 
 
 def test_normal_rows_follow_the_old_mean_and_covariance():

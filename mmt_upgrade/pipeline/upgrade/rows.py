@@ -56,9 +56,9 @@ def init_new_piece_rows(old: torch.Tensor, piece_rows: torch.Tensor, method: str
     if method == "unk":
         return init_unk(old, n_new, UNK_ID)
     if method == "mean":
-        return init_mean(old[piece_rows], n_new)
+        return init_mean(old, n_new, piece_rows)
     if method == "normal":
-        return init_normal(old[piece_rows], n_new, generator)
+        return init_normal(old, n_new, generator, piece_rows)
     if method == "random":
         return init_random(old, n_new, generator)
     return init_compose(old, compose_weights)
