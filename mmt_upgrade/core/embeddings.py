@@ -7,7 +7,7 @@ same rows serve as output projection rows: `unk` then gives every new piece exac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import sentencepiece as spm
 import torch
@@ -20,28 +20,38 @@ def init_unk(old: torch.Tensor, n_new: int, unk_id: int) -> torch.Tensor:
     return old[unk_id].expand(n_new, -1).clone()
 
 
-def row_moments(old: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 16384,
-                covariance: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean `(d,)` and unbiased covariance `(d, d)` (float64) of `old[rows]` (all rows when None), read `chunk`
-    rows at a time in two passes (the covariance of centred rows): a 256k x 1024 embedding is never gathered or
-    copied whole in float64 (3 GB for NLLB-200's)."""
+def _row_chunks(old: torch.Tensor, rows: torch.Tensor | None, chunk: int) -> Iterator[torch.Tensor]:
+    """`old[rows]` (all rows when None) in float64, `chunk` rows at a time: a 256k x 1024 embedding is never
+    gathered or copied whole in float64 (3 GB for NLLB-200's)."""
     idx = torch.arange(old.shape[0]) if rows is None else rows
-    n = len(idx)
-    mean = sum((old[idx[i:i + chunk]].double().sum(dim=0) for i in range(0, n, chunk)),
-               torch.zeros(old.shape[1], dtype=torch.float64)) / n
-    if not covariance:
-        return mean, None
+    for i in range(0, len(idx), chunk):
+        yield old[idx[i:i + chunk]].double()
+
+
+def row_mean(old: torch.Tensor, rows: torch.Tensor | None = None, chunk: int = 16384) -> torch.Tensor:
+    """Mean `(d,)` (float64) of `old[rows]` (all rows when None)."""
+    total = torch.zeros(old.shape[1], dtype=torch.float64)
+    for x in _row_chunks(old, rows, chunk):
+        total += x.sum(dim=0)
+    return total / (old.shape[0] if rows is None else len(rows))
+
+
+def row_moments(old: torch.Tensor, rows: torch.Tensor | None = None,
+                chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean `(d,)` and unbiased covariance `(d, d)` (float64) of `old[rows]`, in two passes over chunks (the
+    covariance of centred rows)."""
+    mean = row_mean(old, rows, chunk)
     cov = torch.zeros(old.shape[1], old.shape[1], dtype=torch.float64)
-    for i in range(0, n, chunk):
-        x = old[idx[i:i + chunk]].double() - mean
+    for x in _row_chunks(old, rows, chunk):
+        x -= mean
         cov += x.T @ x
+    n = old.shape[0] if rows is None else len(rows)
     return mean, cov / max(n - 1, 1)
 
 
 def init_mean(old: torch.Tensor, n_new: int, rows: torch.Tensor | None = None) -> torch.Tensor:
     """The mean of the old rows `rows` (all when None)."""
-    mean, _ = row_moments(old, rows, covariance=False)
-    return mean.to(old.dtype).expand(n_new, -1).clone()
+    return row_mean(old, rows).to(old.dtype).expand(n_new, -1).clone()
 
 
 def init_normal(old: torch.Tensor, n_new: int, generator: torch.Generator, rows: torch.Tensor | None = None,
