@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from mmt_upgrade.cli import main
+from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.languages import DEFAULT_HELDOUT_LANGS
 from mmt_upgrade.core.paths import CONFIG_DIR
 from mmt_upgrade.pipeline.data.prepare import DataConfig
@@ -172,8 +173,11 @@ def test_the_evidence_experiment_plans_its_references_seeds_and_ablations(tmp_pa
     assert sweep.evaluation.split == "valid" and sweep.final_evaluation is None
     assert sweep.start_eval_dir.name.endswith(".eval-valid")
     assert (runs["kd-shared-w5"]["kd-method"], runs["kd-shared-w5"]["kd-weight"]) == ("shared", "5.0")
-    # --runs by run name selects every seed
-    assert list(build_plan(cfg, tmp_path / "exp", prepare=False, only=["full"]).runs) == ["full@s1", "full@s2"]
+    # --runs by run name selects every seed; an alias executes its target; every run stays planned (plan.json)
+    assert [r.name for r in plan.selected(["full", "-distill"])] == ["full@s1", "full@s2", "+upsample"]
+    assert [r.name for r in plan.selected()] == list(plan.runs)
+    with pytest.raises(UserInputError, match="--runs: nope not in .*bible_evidence"):
+        plan.selected(["nope"])
 
 
 @pytest.mark.parametrize("sets, message", [

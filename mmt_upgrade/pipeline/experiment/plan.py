@@ -99,7 +99,13 @@ class Plan:
                 "run_upgrade": self.run_upgrade, "runs": {k: plain(asdict(r)) for k, r in self.runs.items()},
                 "aliases": self.aliases}
 
-    def describe(self) -> str:
+    def selected(self, only: Sequence[str] = ()) -> list[RunPlan]:
+        """The runs one call executes: all, or those `--runs` names (a run whose command is another's, e.g.
+        `-distill`, executes that one)."""
+        names = [self.aliases.get(n, n) for n in _select(self.cfg, only)]
+        return [self.runs[n] for n in dict.fromkeys(names)]
+
+    def describe(self, only: Sequence[str] = ()) -> str:
         old = self.old.train_files
         trained = old.done.exists() and read_record(TrainDone, old.done).num_updates >= self.old.max_update
         lines = [f"experiment {self.cfg.name} ({self.cfg.source}) in {self.root}",
@@ -109,12 +115,14 @@ class Plan:
             lines.append(f"upgrade {key}: mmt-upgrade upgrade {old.best} "
                          f"--out {ExperimentDir(self.root).upgrade(key)} --new-langs {','.join(self.cfg.new_langs)} "
                          + " ".join(upgrade_argv(options)))
-        for i, (name, run) in enumerate(self.runs.items(), 1):
+        runs = self.selected(only)
+        for i, run in enumerate(runs, 1):
+            name = run.name
             done = run.out.result.exists()  # a dry run's commands name placeholders: no argv match
             start = (f", upgrade {self.run_upgrade[name]}" if name in self.run_upgrade else
                      ", continuing the old model" if run.start == "continue" else ", from scratch")
             final = run.final_evaluation
-            lines.append(f"[{i}/{len(self.runs)}] {name}{' (finished)' if done else ''}: "
+            lines.append(f"[{i}/{len(runs)}] {name}{' (finished)' if done else ''}: "
                          f"{run.max_update} updates, evaluated every {run.eval_every}" + start
                          + (f" (on {run.evaluation.split})" if run.evaluation.split != self.cfg.evaluate.split else "")
                          + (f"; final: {final.split}, {self.cfg.evaluate.final_pairs or 'all'} sentences per "
@@ -137,13 +145,15 @@ def _select(cfg: ExperimentConfig, only: Sequence[str]) -> list[str]:
     return [name for name in reps if not only or name in only or group_of(name) in only]
 
 
-def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool, only: Sequence[str] = ()) -> Plan:
+def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool) -> Plan:
     """Resolve every run's command. With `prepare`, data is built (reused when present), and the upgrades
-    too once the old model is trained; until then commands name placeholders (`prepared` is False)."""
+    too once the old model is trained; until then commands name placeholders (`prepared` is False). Every run
+    of the config is planned (plan.json, which the report reads, lists them all); `Plan.selected` picks
+    those one call executes."""
     root = Path(root).absolute()
     exp = ExperimentDir(root)
     if prepare:  # every command checked (fairseq's parser) before anything is built
-        build_plan(cfg, root, prepare=False, only=only)
+        build_plan(cfg, root, prepare=False)
     old_cfg, e = cfg.old, cfg.evaluate
     old_langs = [old_cfg.data.pivot, *old_cfg.data.langs]
     old_data = prepare_data(old_cfg.data, cache_dir()) if prepare else None
@@ -169,10 +179,9 @@ def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool, only: Sequence[
                   references=exp.references(e.split, e.final_pairs), group="old_model")
     runs = cfg.resolved()
     reps = cfg.replicas()
-    selected = _select(cfg, only)
     upgrades: dict[str, UpgradeOptions] = {}
     run_upgrade: dict[str, str] = {}
-    for rep in (reps[name] for name in selected):
+    for rep in reps.values():
         if rep.run.start == "upgrade":
             options = cfg.upgrade_options(rep.run)  # checked against the languages
             run_upgrade[rep.name] = options.key()
@@ -187,7 +196,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, prepare: bool, only: Sequence[
     prepared = layout is not None
     layout = layout or DataLayout(Path("<DATA>/bin"), cfg.langs, directions(old_cfg.data.pivot, cfg.langs[1:]))
     model_keys = ("arch", "encoder-layers", "decoder-layers", "encoder-ffn-embed-dim", "decoder-ffn-embed-dim")
-    for rep in (reps[name] for name in selected):
+    for rep in reps.values():
         run = rep.run
         flags = cfg.train_flags(run)
         if rep.seed is not None:

@@ -35,18 +35,20 @@ def run_experiment(cfg: ExperimentConfig, root: Path, cluster: ClusterOptions, d
     one-line error (`Runner.wait`): it is never upgraded or reported; the next call resumes it."""
     exp = ExperimentDir(Path(root).absolute())
     if dry_run:
-        plan = build_plan(cfg, exp.root, prepare=False, only=only)
-        print(plan.describe())
+        plan = build_plan(cfg, exp.root, prepare=False)
+        print(plan.describe(only))
         print(describe_cluster(cluster, next(iter(plan.runs.values()), plan.old).train_argv))
         return exp.root
     with experiment_lock(exp):
         runner = Runner(cluster, exp)
-        plan = build_plan(cfg, exp.root, prepare=True, only=only)
+        plan = build_plan(cfg, exp.root, prepare=True)
+        selected = plan.selected(only)  # checks the names before the old model trains
         log(f"experiment {cfg.name}: the old model ({plan.old.run_dir}), trained once and reused")
         runner.run([plan.old])
         if not plan.prepared:  # the upgrades needed the trained old model
-            plan = build_plan(cfg, exp.root, prepare=True, only=only)
+            plan = build_plan(cfg, exp.root, prepare=True)
+            selected = plan.selected(only)
         write_json_atomic(exp.plan, plan.record())
-        log(f"experiment {cfg.name}: {len(plan.runs)} runs")
-        runner.run(list(plan.runs.values()))
+        log(f"experiment {cfg.name}: {len(selected)} of {len(plan.runs)} runs")
+        runner.run(selected)
         return write_report(exp.root)
