@@ -5,7 +5,8 @@ A curve is a list of (score, compute) points in training order, compute a mappin
 target tokens, wall seconds) to numbers. The reading is at the first crossing of the target: between the
 last point below it and the next one, each measure interpolated linearly in the score. A target at or
 below the first point's score is reached "by" that point (an upper bound: the curve holds nothing
-earlier); a target above every point is not reached.
+earlier); a target above every point is not reached, and the reference's last point is then a lower bound
+("more than" it), which turns the ratios into upper bounds.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _lerp(a: float | None, b: float | None, t: float) -> float | None:
 
 
 def compute_to_reach(curve: Sequence[Point], target: float) -> dict[str, Any]:
-    """`{"reached": bool, "bound": "interpolated" | "at most" | None, "compute": {measure: value}}`."""
+    """`{"reached": bool, "bound": "interpolated" | "at most" | "more than", "compute": {measure: value}}`."""
     if not curve:
         raise ValueError("compute_to_reach: empty curve")
     first_score, first = curve[0]
@@ -31,7 +32,7 @@ def compute_to_reach(curve: Sequence[Point], target: float) -> dict[str, Any]:
             t = (target - s0) / (s1 - s0)
             return {"reached": True, "bound": "interpolated",
                     "compute": {k: _lerp(c0.get(k), c1.get(k), t) for k in MEASURES}}
-    return {"reached": False, "bound": None, "compute": None}
+    return {"reached": False, "bound": "more than", "compute": {k: curve[-1][1].get(k) for k in MEASURES}}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -39,11 +40,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def compute_fractions(spent: Mapping[str, float | None], old: Mapping[str, float | None],
-                      scratch: Mapping[str, float | None] | None) -> dict[str, dict[str, float | None]] | None:
+                      scratch: Mapping[str, float | None]) -> dict[str, dict[str, float | None]]:
     """The paper's accounting against scratch's compute at equal quality: `upgrade` = the upgrade's own
-    compute / scratch's; `total` = (the old model's + the upgrade's) / scratch's. None when not reached."""
-    if scratch is None:
-        return None
+    compute / scratch's; `total` = (the old model's + the upgrade's) / scratch's."""
     total = {k: (spent.get(k) + old.get(k)) if spent.get(k) is not None and old.get(k) is not None else None
              for k in MEASURES}
     return {"upgrade": {k: _ratio(spent.get(k), scratch.get(k)) for k in MEASURES},

@@ -1,5 +1,5 @@
 """Compute at equal quality read off a scratch curve: linear interpolation at the first crossing, the bound
-before the first point, "not reached" above the curve, and the paper's ratios."""
+before the first point, "not reached" above the curve (the last point a lower bound), and the paper's ratios."""
 from __future__ import annotations
 
 import pytest
@@ -22,10 +22,10 @@ def test_interpolated_at_the_first_crossing():
     assert r["compute"]["updates"] == pytest.approx(300 + 100 * 7 / 12) and r["compute"]["train_wall_s"] is None
 
 
-def test_below_the_first_point_is_a_bound_and_above_the_curve_not_reached():
+def test_below_the_first_point_and_above_the_curve_are_bounds():
     assert compute_to_reach(CURVE, 4.0) == {"reached": True, "bound": "at most", "compute": CURVE[0][1]}
     assert compute_to_reach(CURVE, 20.0)["compute"]["updates"] == pytest.approx(200)  # exactly on a point
-    assert compute_to_reach(CURVE, 30.5) == {"reached": False, "bound": None, "compute": None}
+    assert compute_to_reach(CURVE, 30.5) == {"reached": False, "bound": "more than", "compute": CURVE[-1][1]}
 
 
 def test_fractions_upgrade_and_total():
@@ -34,7 +34,6 @@ def test_fractions_upgrade_and_total():
                           {"updates": 150, "target_tokens": 1500, "train_wall_s": 75.0})
     assert f["upgrade"] == pytest.approx({"updates": 100 / 150, "target_tokens": 800 / 1500, "train_wall_s": 0.4})
     assert f["total"] == pytest.approx({"updates": 2700 / 150, "target_tokens": 9800 / 1500, "train_wall_s": 3030 / 75})
-    assert compute_fractions({"updates": 1}, {"updates": 1}, None) is None
     unknown = compute_fractions({"updates": 100, "target_tokens": None, "train_wall_s": 3.0},
                                 {"updates": 10, "target_tokens": 5, "train_wall_s": 1.0},
                                 {"updates": 200, "target_tokens": 10, "train_wall_s": 0.0})

@@ -172,7 +172,10 @@ def test_iso_quality_on_scratchs_curve(summary):
     group = iso["groups"]["full"]["new"]  # seeds 15.0 and 15.5: 150 and 155 updates of scratch
     assert group["reached"] and group["upgrade"]["updates"] == pytest.approx((100 / 150 + 100 / 155) / 2)
     assert iso["runs"]["full@s1"]["new"]["curve"][0]["bound"] == "at most"  # 2.0 at update 0, below the curve
-    assert iso["runs"]["full@s1"]["all"]["final"]["reached"] is False  # (15 + 25.5) / 2 > scratch's 20
+    above = iso["runs"]["full@s1"]["all"]["final"]  # (15 + 25.5) / 2 > scratch's 20: more than its last point
+    assert not above["reached"] and above["bound"] == "more than" and above["compute"]["updates"] == 200
+    assert above["fractions"]["upgrade"]["updates"] == pytest.approx(100 / 200)  # an upper bound
+    assert iso["groups"]["full"]["all"]["bound"] == "more than"
 
 
 def test_the_sweep_and_distillation_terms(summary):
@@ -190,6 +193,9 @@ def test_the_report_is_written_from_the_files_alone(tmp_path):
     assert report["format"] == "report/2"
     assert ("- (a) new directions: `scratch` needs 152 updates / 1,525 target tokens to reach `full`'s chrF++ 15.2: "
             "`full` spends 0.66 of its updates") in md
+    assert "- (a) all directions: `scratch` never reaches `full`'s chrF++ 20.4 (its final: " in md
+    assert "so `full` spends less than 0.50 of the updates" in md  # 100 of scratch's last 200: an upper bound
+    assert "| full | all | 20.4 | > 200 | < 0.50, " in md
     assert "- (b) `full` forgetting vs continue (old directions, chrF++): +0.00 [" in md
     assert "- (c) leave-one-out `full` − `-init`, new: " in md and "**no clear effect**" in md
     finals = md[md.index("## Runs"):md.index("## Comparisons")]

@@ -52,15 +52,18 @@ def upgraded(exp: Experiment) -> list[Replica]:
 
 
 def summary(readings: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean over replicas of each fraction, where every replica's point is reached."""
-    reached = all(x["reached"] for x in readings)
-    out: dict[str, Any] = {"reached": reached, "replicas": len(readings),
+    """Mean over replicas of each fraction. `bound`: "interpolated"; "at most" (scratch's compute; the
+    fractions at least) when a replica's point lies below scratch's first; "more than" (the fractions at
+    most) when one lies above scratch's whole curve; no fractions when the replicas bound opposite sides."""
+    bounds = {x["bound"] for x in readings}
+    out: dict[str, Any] = {"reached": all(x["reached"] for x in readings), "replicas": len(readings),
                            "chrfpp": fmean(x["chrfpp"] for x in readings)}
-    if reached:
-        for kind in ("upgrade", "total"):
-            out[kind] = {m: _mean([x["fractions"][kind][m] for x in readings]) for m in MEASURES}
-        out["scratch_compute"] = {m: _mean([x["compute"][m] for x in readings]) for m in MEASURES}
-        out["bound"] = "at most" if any(x["bound"] == "at most" for x in readings) else "interpolated"
+    if {"at most", "more than"} <= bounds:
+        return {**out, "bound": "mixed"}
+    for kind in ("upgrade", "total"):
+        out[kind] = {m: _mean([x["fractions"][kind][m] for x in readings]) for m in MEASURES}
+    out["scratch_compute"] = {m: _mean([x["compute"][m] for x in readings]) for m in MEASURES}
+    out["bound"] = next((b for b in ("more than", "at most") if b in bounds), "interpolated")
     return out
 
 

@@ -45,16 +45,23 @@ def headline(s: Mapping[str, Any]) -> list[str]:
         r = (iso.get("groups") or {}).get(run, {}).get(g)
         if not iso or r is None:
             lines.append(f"- (a) {label}: no `scratch` run to compare `{run}` with.")
+        elif r["bound"] == "mixed":
+            lines.append(f"- (a) {label}: `{run}`'s seeds lie on both sides of `scratch`'s curve: no fraction.")
         elif not r["reached"]:
+            u, t = r["upgrade"], r["total"]
             lines.append(f"- (a) {label}: `scratch` never reaches `{run}`'s chrF++ {r['chrfpp']:.1f} (its final: "
-                         f"{iso['scratch_final'][g]:.1f} after {fmt(iso['scratch_compute']['updates'])} updates): "
-                         f"not reached.")
+                         f"{iso['scratch_final'][g]:.1f} after {fmt(iso['scratch_compute']['updates'])} updates), so "
+                         f"`{run}` spends less than {fmt(u['updates'], 2)} of the updates, {fmt(u['target_tokens'], 2)} "
+                         f"of the target tokens, {fmt(u['train_wall_s'], 2)} of the wall time scratch would need "
+                         f"(upper bounds); with the old model's training counted, less than {fmt(t['updates'], 2)} / "
+                         f"{fmt(t['target_tokens'], 2)} / {fmt(t['train_wall_s'], 2)}.")
         else:
             u, t = r["upgrade"], r["total"]
-            lines.append(f"- (a) {label}: `scratch` needs {r['bound'] == 'at most' and 'at most ' or ''}"
+            most = r["bound"] == "at most"  # below scratch's first point: its compute bounded above
+            lines.append(f"- (a) {label}: `scratch` needs {'at most ' if most else ''}"
                          f"{fmt(r['scratch_compute']['updates'], 0)} updates / {fmt(r['scratch_compute']['target_tokens'], 0)} "
                          f"target tokens to reach `{run}`'s chrF++ {r['chrfpp']:.1f}: `{run}` spends "
-                         f"{fmt(u['updates'], 2)} of its updates, {fmt(u['target_tokens'], 2)} of its target tokens, "
+                         f"{'at least ' if most else ''}{fmt(u['updates'], 2)} of its updates, {fmt(u['target_tokens'], 2)} of its target tokens, "
                          f"{fmt(u['train_wall_s'], 2)} of its wall time; with the old model's training counted, "
                          f"{fmt(t['updates'], 2)} / {fmt(t['target_tokens'], 2)} / {fmt(t['train_wall_s'], 2)}.")
     for r in ("full", "naive"):
@@ -146,14 +153,14 @@ def iso_lines(s: Mapping[str, Any]) -> list[str]:
            "(old + upgrade) / scratch |", "|---|---|---:|---:|---|---|"]
     for run, groups in iso["groups"].items():
         for g, r in groups.items():
-            if not r["reached"]:
-                out.append(f"| {run} | {g} | {r['chrfpp']:.1f} | not reached | - | - |")
+            if r["bound"] == "mixed":
+                out.append(f"| {run} | {g} | {r['chrfpp']:.1f} | seeds on both sides of the curve | - | - |")
                 continue
             u, t = r["upgrade"], r["total"]
-            out.append(f"| {run} | {g} | {r['chrfpp']:.1f} | {'≤ ' if r['bound'] == 'at most' else ''}"
-                       f"{fmt(r['scratch_compute']['updates'], 0)} | {fmt(u['updates'], 2)}, "
-                       f"{fmt(u['target_tokens'], 2)}, {fmt(u['train_wall_s'], 2)} | {fmt(t['updates'], 2)}, "
-                       f"{fmt(t['target_tokens'], 2)}, {fmt(t['train_wall_s'], 2)} |")
+            need, frac = {"at most": ("≤ ", "≥ "), "more than": ("> ", "< ")}.get(r["bound"], ("", ""))
+            out.append(f"| {run} | {g} | {r['chrfpp']:.1f} | {need}{fmt(r['scratch_compute']['updates'], 0)} | "
+                       f"{frac}{fmt(u['updates'], 2)}, {fmt(u['target_tokens'], 2)}, {fmt(u['train_wall_s'], 2)} | "
+                       f"{frac}{fmt(t['updates'], 2)}, {fmt(t['target_tokens'], 2)}, {fmt(t['train_wall_s'], 2)} |")
     return out
 
 
