@@ -119,7 +119,14 @@ FINALS_CT2 = ("--set", "evaluate.final_backend=ct2", "--set", "evaluate.ct2_quan
 
 def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment_env):
     out = tmp_path / "exp"
+    # Two sittings: `--runs naive` first; its plan and report still cover every run of the config.
+    experiment(experiment_env, "tiny_upgrade", *KD_SHARED, *FINALS_CT2, "--runs", "naive", "--out", str(out),
+               timeout=1200)
+    partial = json.loads((out / "report.json").read_text())
+    assert list(partial["runs"]) == ["naive"] and partial["missing_runs"] == ["scratch", "full"]
+    assert not (out / "runs" / "full").exists()
     first = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, *FINALS_CT2, "--out", str(out), timeout=1200)
+    assert "naive: finished earlier; skipping" in first.stderr
     report = json.loads((out / "report.json").read_text())
     plan = json.loads((out / "plan.json").read_text())
     assert list(report["runs"]) == ["scratch", "naive", "full"] and not report["missing_runs"]
