@@ -119,8 +119,7 @@ def test_the_comparisons_the_report_states(tmp_path):
     assert plan_comparisons(exp) == [
         ("step", "full", "naive", ("new", "old", "all")),
         ("leave-one-out", "full", "-init", ("new", "old", "all")),  # the base minus the run: what init adds
-        ("leave-one-out", "full", "-distill", ("new", "old", "all")),
-        ("full-vs-naive", "full", "naive", ("new", "old", "all")),
+        ("leave-one-out", "full", "-distill", ("new", "old", "all")),  # no full-vs-naive: the step above is it
         *[(kind, run, ref, ("old",)) for run in ("naive", "full", "-init", "-distill")
           for kind, ref in (("forgetting-vs-continue", "continue"), ("forgetting-vs-old-model", "old_model"))],
         ("forgetting-vs-old-model", "continue", "old_model", ("old",))]

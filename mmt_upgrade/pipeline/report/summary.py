@@ -63,7 +63,7 @@ def plan_comparisons(exp: Experiment) -> list[tuple[str, str, str, tuple[str, ..
         if base:
             kind = groups[g][0].ablation or "step"
             out.append((kind, base, g, GROUPS) if kind == "leave-one-out" else (kind, g, base, GROUPS))
-    if "full" in groups and "naive" in groups:
+    if "full" in groups and "naive" in groups and ("step", "full", "naive", GROUPS) not in out:  # (ladder gaps)
         out.append(("full-vs-naive", "full", "naive", GROUPS))
     cont = exp.first("continue")
     for g in main:
