@@ -110,7 +110,9 @@ def markdown(s: Mapping[str, Any], name: str) -> str:
              f" ({fmt(o['sentences'])} sentences per direction for the old model). chrF++ = sacrebleu "
              "`CHRF(word_order=2)`, BLEU `tok:13a`. Significance: sacrebleu's paired bootstrap "
              f"({s['n_samples']} resamples) on each group's directions concatenated; a verdict needs every seed "
-             "pair's 95 % interval on one side of 0 and the mean difference beyond the seed spread.", "",
+             "pair's 95 % interval on one side of 0 and the mean difference beyond the seed spread. The interval shown "
+             "spans every seed pair's, the p-value is the largest of theirs (a small p with an interval across 0: "
+             "the seeds differ significantly in opposite directions).", "",
              "## Headline", "", *headline(s), "", "## Old model (its own training, reported apart)", "",
              f"chrF++ {o['chrfpp_old']:.1f} / BLEU {o.get('bleu_all', 0.0):.1f} on the old directions; "
              f"{fmt(o['updates'])} updates, {fmt(o['target_tokens'])} target tokens ({o['target_tokens_from']}), "
