@@ -63,7 +63,8 @@ def plan_comparisons(exp: Experiment) -> list[tuple[str, str, str, tuple[str, ..
         if base:
             kind = groups[g][0].ablation or "step"
             out.append((kind, base, g, GROUPS) if kind == "leave-one-out" else (kind, g, base, GROUPS))
-    if "full" in groups and "naive" in groups and ("step", "full", "naive", GROUPS) not in out:  # (ladder gaps)
+    stated = {(a, b) for _, a, b, _ in out}  # a ladder with gaps already steps from full down to naive
+    if "full" in groups and "naive" in groups and ("full", "naive") not in stated:
         out.append(("full-vs-naive", "full", "naive", GROUPS))
     cont = exp.first("continue")
     for g in main:
