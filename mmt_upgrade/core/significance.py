@@ -60,11 +60,15 @@ class SentenceStats:
         return cls(metric_name, np.asarray(stats, dtype=np.int64), float(m._aggregate_and_compute(stats).score))
 
     @classmethod
+    def of_counts(cls, metric_name: str, stats: np.ndarray) -> "SentenceStats":
+        """From statistics kept earlier (a report archive): (sentences, statistics) integer counts."""
+        stats = np.asarray(stats, dtype=np.int64)
+        return cls(metric_name, stats, float(metric(metric_name)._aggregate_and_compute(stats.tolist()).score))
+
+    @classmethod
     def concat(cls, parts: Sequence["SentenceStats"]) -> "SentenceStats":
         """Several directions as one corpus (their sentences one after another, statistics pooled)."""
-        stats = np.concatenate([p.stats for p in parts])
-        m = metric(parts[0].metric)
-        return cls(parts[0].metric, stats, float(m._aggregate_and_compute(stats.tolist()).score))
+        return cls.of_counts(parts[0].metric, np.concatenate([p.stats for p in parts]))
 
 
 @functools.lru_cache(maxsize=4)

@@ -100,6 +100,11 @@ class RunDir:
     def result(self) -> Path:
         return self.root / "result.json"
 
+    @property
+    def sentence_stats(self) -> Path:
+        """A report archive's per-sentence metric statistics of the final (in place of its text)."""
+        return self.root / "sentence_stats.npz"
+
 
 @dataclass(frozen=True)
 class ExperimentDir:

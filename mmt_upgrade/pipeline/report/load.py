@@ -73,8 +73,34 @@ class Experiment:
                     None)
 
 
-def load_experiment(root: Path) -> Experiment:
-    """plan.json, the old model's result and each run's, in plan order (unfinished runs left out)."""
+def load_experiment(root: Path, *more: Path) -> Experiment:
+    """plan.json, the old model's result and each run's, in plan order (unfinished runs left out). `more`:
+    other directories of the same experiment (report archives of earlier sittings) whose runs `root` lacks;
+    they must hold the same plan and the same old model, down to its final's scores in every direction."""
+    exp = _load_one(Path(root))
+    for other in map(Path, more):
+        o = _load_one(other)
+        diff = sorted(k for k in {*o.config, *exp.config} - {"source"} if o.config.get(k) != exp.config.get(k))
+        if diff:  # `source`: where the config file was read, not what it says
+            raise UserInputError(f"{other}: another experiment's results (plan.json's config differs from "
+                                 f"{root}'s in {', '.join(diff)})")
+        mine, theirs = exp.old.final.directions, o.old.final.directions
+        changed = [d for d in sorted({*mine, *theirs}) if mine.get(d) != theirs.get(d)]
+        if changed:
+            d = changed[0]
+            raise UserInputError(f"{other}: its old model scores differently from {root}'s ({d}: {theirs.get(d)} "
+                                 f"against {mine.get(d)}): runs upgraded from two old models are not comparable")
+        exp.replicas.update({n: r for n, r in o.replicas.items() if n not in exp.replicas})
+    if not exp.replicas:
+        raise UserInputError(f"{root}: no run has finished yet (no runs/*/result.json)")
+    runs = list(exp.config["runs"])
+    order = sorted(exp.replicas, key=lambda n: (runs.index(exp.replicas[n].group) if exp.replicas[n].group in runs
+                                                else len(runs), exp.replicas[n].seed or 0))
+    return Experiment(exp.plan, exp.old, {n: exp.replicas[n] for n in order},
+                      [n for n in exp.missing if n not in exp.replicas])
+
+
+def _load_one(root: Path) -> Experiment:
     exp = ExperimentDir(Path(root))
     if not exp.plan.exists():
         raise UserInputError(f"{root} is not an experiment directory (no plan.json); run `mmt-upgrade experiment`")
@@ -109,10 +135,5 @@ def load_experiment(root: Path) -> Experiment:
         r = replica(name, target, {**plan["runs"].get(target, {}), "group": group_of(name),
                                    "seed": plan["runs"].get(target, {}).get("seed")})
         replicas.update({name: r} if r else {})
-    if not replicas:
-        raise UserInputError(f"{root}: no run has finished yet (no runs/*/{old_file.name})")
     old = Replica(OLD, OLD, None, OLD, "", "", split, read_record(RunResult, old_file), old_file.parent)
-    runs = list(specs)
-    order = sorted(replicas, key=lambda n: (runs.index(replicas[n].group) if replicas[n].group in runs else len(runs),
-                                            replicas[n].seed or 0))
-    return Experiment(plan, old, {n: replicas[n] for n in order}, missing)
+    return Experiment(plan, old, replicas, missing)

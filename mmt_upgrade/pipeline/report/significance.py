@@ -1,5 +1,5 @@
 """The report's significance tests: sacrebleu's paired bootstrap (`core/significance.py`) on the finals'
-kept hypotheses, per language group.
+kept hypotheses (or, for runs read from a report archive, their per-sentence statistics), per language group.
 
 A group's directions are concatenated into one corpus (their sentences one after another; every direction
 has the same number of test sentences, so each weighs the same) and the corpus chrF++ / BLEU of that
@@ -13,7 +13,9 @@ from typing import Any, Sequence
 from mmt_upgrade.core.scoring import direction_groups
 from mmt_upgrade.core.significance import N_SAMPLES, SentenceStats, paired_bootstrap, seed_spread, summarize
 from mmt_upgrade.fairseq_io.drivers import read_lines
+from mmt_upgrade.pipeline.report.archive import read_sentence_stats
 from mmt_upgrade.pipeline.report.load import Experiment, Replica
+from mmt_upgrade.pipeline.rundir import RunDir
 
 
 class Significance:
@@ -30,23 +32,31 @@ class Significance:
         dirs = [tuple(d.split("-")) for d in replica.final.directions]
         return {g: d for g, d in direction_groups(dirs, self.pivot, self.new_langs).items() if d}
 
-    def has_files(self, replica: Replica) -> bool:
+    def has_sentences(self, replica: Replica) -> bool:
+        """Its final's hypotheses and references are kept, or their statistics (a report archive)."""
+        if RunDir(replica.result_dir).sentence_stats.exists():
+            return True
         paths = [f(d) for d in replica.final.directions for f in (replica.translations, replica.references)]
         return all(p is not None and p.exists() for p in paths)
 
+    def sentence_stats(self, replica: Replica, direction: str, metric: str) -> SentenceStats:
+        """One direction's statistics: from the kept text, else from the archive beside the result."""
+        key = (str(replica.result_dir), direction, metric)
+        if key not in self._stats:
+            archive = RunDir(replica.result_dir).sentence_stats
+            if archive.exists():
+                self._stats[key] = SentenceStats.of_counts(metric, read_sentence_stats(archive, direction, metric))
+            else:
+                self._stats[key] = SentenceStats.of(metric, read_lines(replica.translations(direction)),
+                                                    read_lines(replica.references(direction)))
+        return self._stats[key]
+
     def stats(self, replica: Replica, directions: Sequence[str], metric: str) -> SentenceStats:
-        parts = []
-        for d in directions:
-            key = (str(replica.result_dir), d, metric)
-            if key not in self._stats:
-                self._stats[key] = SentenceStats.of(metric, read_lines(replica.translations(d)),
-                                                    read_lines(replica.references(d)))
-            parts.append(self._stats[key])
-        return SentenceStats.concat(parts)
+        return SentenceStats.concat([self.sentence_stats(replica, d, metric) for d in directions])
 
     def compare(self, a: Sequence[Replica], b: Sequence[Replica], group: str, metric: str) -> dict[str, Any] | None:
         """`a` minus `b` on `group` (runs as lists of replicas); None without kept hypotheses or directions."""
-        if not all(self.has_files(r) for r in (*a, *b)):
+        if not all(self.has_sentences(r) for r in (*a, *b)):
             return None
         dirs = sorted(set.intersection(*(set(self.groups(r).get(group, [])) for r in (*a, *b))))
         if not dirs:

@@ -76,8 +76,7 @@ def plan_comparisons(exp: Experiment) -> list[tuple[str, str, str, tuple[str, ..
     return out
 
 
-def comparisons(exp: Experiment, n_samples: int) -> list[dict[str, Any]]:
-    sig = Significance(exp, n_samples)
+def comparisons(exp: Experiment, sig: Significance) -> list[dict[str, Any]]:
     reps = {**exp.groups(), OLD: [exp.old]}
     out = []
     for kind, a, b, groups in plan_comparisons(exp):
@@ -96,7 +95,8 @@ def kd_stats(r: Replica) -> list[dict[str, float]]:
     return [{k: s[k] for k in ("num_updates", *KD_FIGURES) if k in s} for s in r.result.train_stats if "kd_loss" in s]
 
 
-def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[str, Any]:
+def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES, sig: Significance | None = None
+                         ) -> dict[str, Any]:
     """report.json (`report/2`, fields in docs/results.md)."""
     old_point = exp.old.final
     old = old_chrfpp(old_point)
@@ -118,7 +118,7 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES) -> dict[st
                           "beam": old_point.beam, "baselines": _baselines(old_point)},
             "runs": rows, "groups": {g: group_row(rs, rows) for g, rs in groups.items()},
             "references": {"scratch": exp.first("scratch"), "continue": cont},
-            "comparisons": comparisons(exp, n_samples), "iso_quality": iso_quality(exp),
+            "comparisons": comparisons(exp, sig or Significance(exp, n_samples)), "iso_quality": iso_quality(exp),
             "sweep": {"runs": sweep, "chosen": chosen, "rule": "highest dev chrF++ on all directions (then "
                                                              "the old ones)"},
             "distillation": {n: kd_stats(r) for n, r in exp.replicas.items() if kd_stats(r)},
