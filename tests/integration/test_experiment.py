@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -125,6 +126,7 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
     partial = json.loads((out / "report.json").read_text())
     assert list(partial["runs"]) == ["naive"] and partial["missing_runs"] == ["scratch", "full"]
     assert not (out / "runs" / "full").exists()
+    run_cli("mmt-upgrade", "report", str(out), "--out", str(tmp_path / "sitting1"))  # its archive: naive alone
     first = experiment(experiment_env, "tiny_upgrade", *KD_SHARED, *FINALS_CT2, "--out", str(out), timeout=1200)
     assert "naive: finished earlier; skipping" in first.stderr
     report = json.loads((out / "report.json").read_text())
@@ -200,6 +202,14 @@ def test_tiny_experiment_end_to_end_then_skipped_when_rerun(tmp_path, experiment
     # `mmt-upgrade report` reproduces the report from the result files alone.
     run_cli("mmt-upgrade", "report", str(out), "--out", str(tmp_path / "again"))
     assert json.loads((tmp_path / "again" / "report.json").read_text()) == report
+    # ... and from its archive alone (no text: per-sentence statistics of the real finals), and a later
+    # sitting that lacks `naive` reports it from the first sitting's archive.
+    run_cli("mmt-upgrade", "report", str(tmp_path / "again" / "archive"), "--out", str(tmp_path / "from_archive"))
+    assert json.loads((tmp_path / "from_archive" / "report.json").read_text()) == report
+    shutil.copytree(out, tmp_path / "sitting2", ignore=shutil.ignore_patterns("naive"))
+    run_cli("mmt-upgrade", "report", str(tmp_path / "sitting2"), str(tmp_path / "sitting1" / "archive"),
+            "--out", str(tmp_path / "merged"))
+    assert json.loads((tmp_path / "merged" / "report.json").read_text()) == report
     assert "update 20/20" in first.stderr  # progress was shown
 
 
