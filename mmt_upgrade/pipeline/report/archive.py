@@ -3,7 +3,8 @@
 An experiment directory keeps checkpoints, translations and references; none of them can be committed or
 outlive the machine. The archive (`<report dir>/archive/`) keeps the small records — plan.json, the old
 model's and every finished run's result.json — and, beside each result, the final's per-sentence
-sufficient statistics of chrF++ and BLEU (`sentence_stats.npz`: integer counts, no words), from which the
+sufficient statistics of chrF++ and BLEU (`sentence_stats.npz`: integer counts, no words; about 0.45 MB per
+run of 12 directions x 1,137 sentences), from which the
 paired bootstrap runs exactly as from the text. The archive is itself an experiment directory for
 `load_experiment`, so a later sitting's runs (on a new machine, with the old model retrained) are reported
 together with it: `mmt-upgrade report runs/experiments/NAME results/NAME/archive --out results/NAME`.
@@ -47,13 +48,18 @@ def read_sentence_stats(path: Path, direction: str, metric: str) -> np.ndarray:
     return arrays[key(metric, direction)]
 
 
+def compact(counts: np.ndarray) -> np.ndarray:
+    """uint16 where every count fits (sentence-level counts nearly always do), else int32."""
+    return counts.astype(np.uint16 if counts.min(initial=0) >= 0 and counts.max(initial=0) < 2 ** 16 else np.int32)
+
+
 def write_archive(exp: "Experiment", sig: "Significance", out: Path) -> Path:
     """Write `exp`'s records and its finals' sentence statistics (`sig`: the report's `Significance`) into
     `out`. Every array is read before anything is written, so `out` may be one of the archives `exp` was
     loaded from."""
     target = ExperimentDir(Path(out))
     replicas = {"old_model": exp.old, **{r.result_dir.name: r for r in exp.replicas.values()}}  # aliases: once
-    arrays = {name: {key(m, d): sig.sentence_stats(r, d, m).stats.astype(np.int32)
+    arrays = {name: {key(m, d): compact(sig.sentence_stats(r, d, m).stats)
                      for d in r.final.directions for m in METRICS} if sig.has_sentences(r) else None
               for name, r in replicas.items()}
     write_json_atomic(target.plan, exp.plan)
