@@ -45,8 +45,26 @@ def build_parser(commands: tuple[str, ...] | None = None) -> argparse.ArgumentPa
     return parser
 
 
+# Flags whose value may start with '-': run names such as the leave-one-out `-init` (argparse reads
+# `--runs -init,-grow` as two flags).
+DASH_VALUES = ("--runs",)
+
+
+def attach_dash_values(argv: list[str]) -> list[str]:
+    """`--runs -init,-grow` -> `--runs=-init,-grow` (a value starting with `--` stays a flag)."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in DASH_VALUES and i + 1 < len(argv) and argv[i + 1][:1] == "-" and argv[i + 1][:2] != "--":
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = attach_dash_values(sys.argv[1:] if argv is None else list(argv))
     chosen = tuple(x for x in argv[:1] if not x.startswith("-"))
     args = build_parser(chosen).parse_args(argv)
     try:

@@ -201,3 +201,11 @@ def test_the_default_experiment_keeps_its_commands_without_a_separate_final(tmp_
     assert not plan.aliases and list(plan.runs) == ["scratch", "naive", "+init", "+grow", "+lr", "+upsample", "full"]
     assert all(r.final_evaluation is None and r.seed is None for r in plan.runs.values())
     assert plan.runs["scratch"].max_update == 600 and plan.runs["full"].references == tmp_path / "exp/references/test-100"
+
+
+def test_runs_may_name_leave_one_out_runs_that_start_with_a_dash(capsys, tmp_path):
+    """`--runs -init,-nope` is a list of run names, not two flags: the unknown one is named, the known one is not."""
+    argv = ["experiment", "bible_evidence", "--dry-run", "--out", str(tmp_path / "exp"), "--runs", "-init,-nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--runs: -nope not in" in err and "expected one argument" not in err
