@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import atomic_path, write_json_atomic
+from mmt_upgrade.core.significance import SentenceStats
 from mmt_upgrade.pipeline.records import write_record
+from mmt_upgrade.pipeline.report.load import Experiment, Replica
 from mmt_upgrade.pipeline.rundir import ExperimentDir
-
-if TYPE_CHECKING:  # significance.py imports this module
-    from mmt_upgrade.pipeline.report.load import Experiment
-    from mmt_upgrade.pipeline.report.significance import Significance
 
 METRICS = ("chrfpp", "bleu")
 ARCHIVE = "archive"  # inside a report directory
@@ -48,12 +46,19 @@ def read_sentence_stats(path: Path, direction: str, metric: str) -> np.ndarray:
     return arrays[key(metric, direction)]
 
 
+class StatsSource(Protocol):
+    """Where the statistics come from: the report's `Significance` (which reads archives through this module)."""
+    def has_sentences(self, replica: Replica) -> bool: ...
+
+    def sentence_stats(self, replica: Replica, direction: str, metric: str) -> SentenceStats: ...
+
+
 def compact(counts: np.ndarray) -> np.ndarray:
     """uint16 where every count fits (sentence-level counts nearly always do), else int32."""
     return counts.astype(np.uint16 if counts.min(initial=0) >= 0 and counts.max(initial=0) < 2 ** 16 else np.int32)
 
 
-def write_archive(exp: "Experiment", sig: "Significance", out: Path) -> Path:
+def write_archive(exp: Experiment, sig: StatsSource, out: Path) -> Path:
     """Write `exp`'s records and its finals' sentence statistics (`sig`: the report's `Significance`) into
     `out`. Every array is read before anything is written, so `out` may be one of the archives `exp` was
     loaded from."""
