@@ -26,6 +26,7 @@ from sacrebleu.metrics.base import Metric
 from sacrebleu.significance import _compute_p_value, estimate_ci
 
 N_SAMPLES = 1000
+METRICS = ("chrfpp", "bleu")  # the names `metric` knows: the report's two metrics
 HELPS, HURTS, NO_CLEAR = "helps", "hurts", "no clear effect"
 
 

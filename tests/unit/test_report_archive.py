@@ -54,7 +54,8 @@ def test_two_sittings_report_as_one(tmp_path):
     later = {"full@s1", "full@s2", "-init"}
     first = sitting(exp.root, tmp_path / "first", {p.name for p in exp.root.glob("runs/*")} - later)
     write_report(first, tmp_path / "out", n_samples=SAMPLES)
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["missing_runs"] == ["full@s1", "full@s2", "-init"]  # plan order
+    missing = json.loads((tmp_path / "out" / "report.json").read_text())["missing_runs"]
+    assert missing == ["full@s1", "full@s2", "-init"]  # plan order
     second = sitting(exp.root, tmp_path / "second", later)
     write_report(second, tmp_path / "out", n_samples=SAMPLES, more=[tmp_path / "out" / "archive"])
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(json.dumps(summary(exp.root)))

@@ -4,8 +4,7 @@ An experiment directory keeps checkpoints, translations and references; none of 
 outlive the machine. The archive (`<report dir>/archive/`) keeps the small records — plan.json, the old
 model's and every finished run's result.json — and, beside each result, the final's per-sentence
 sufficient statistics of chrF++ and BLEU (`sentence_stats.npz`: integer counts, no words; about 0.45 MB per
-run of 12 directions x 1,137 sentences), from which the
-paired bootstrap runs exactly as from the text. The archive is itself an experiment directory for
+run of 12 directions x 1,137 sentences), from which the paired bootstrap runs exactly as from the text. The archive is itself an experiment directory for
 `load_experiment`, so a later sitting's runs (on a new machine, with the old model retrained) are reported
 together with it: `mmt-upgrade report runs/experiments/NAME results/NAME/archive --out results/NAME`.
 """
@@ -19,12 +18,11 @@ import numpy as np
 
 from mmt_upgrade.core.errors import UserInputError
 from mmt_upgrade.core.files import atomic_path, write_json_atomic
-from mmt_upgrade.core.significance import SentenceStats
+from mmt_upgrade.core.significance import METRICS, SentenceStats
 from mmt_upgrade.pipeline.records import write_record
 from mmt_upgrade.pipeline.report.load import Experiment, Replica
 from mmt_upgrade.pipeline.rundir import ExperimentDir
 
-METRICS = ("chrfpp", "bleu")
 ARCHIVE = "archive"  # inside a report directory
 
 
@@ -74,8 +72,8 @@ def write_archive(exp: Experiment, sig: StatsSource, out: Path) -> Path:
         if arrays[name] is not None:
             with atomic_path(run.sentence_stats) as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(f, **arrays[name])
-            _arrays.cache_clear()
         elif run.sentence_stats.exists():
             run.sentence_stats.unlink()
+    _arrays.cache_clear()  # files this call replaced
     return target.root
 

@@ -78,6 +78,7 @@ def load_experiment(root: Path, *more: Path) -> Experiment:
     other directories of the same experiment (report archives of earlier sittings) whose runs `root` lacks;
     they must hold the same plan and the same old model, down to its final's scores in every direction."""
     exp = _load_one(Path(root))
+    replicas = dict(exp.replicas)
     for other in map(Path, more):
         o = _load_one(other)
         diff = sorted(k for k in {*o.config, *exp.config} - {"source"} if o.config.get(k) != exp.config.get(k))
@@ -90,14 +91,14 @@ def load_experiment(root: Path, *more: Path) -> Experiment:
             d = changed[0]
             raise UserInputError(f"{other}: its old model scores differently from {root}'s ({d}: {theirs.get(d)} "
                                  f"against {mine.get(d)}): runs upgraded from two old models are not comparable")
-        exp.replicas.update({n: r for n, r in o.replicas.items() if n not in exp.replicas})
-    if not exp.replicas:
+        replicas.update({n: r for n, r in o.replicas.items() if n not in replicas})
+    if not replicas:
         raise UserInputError(f"{root}: no run has finished yet (no runs/*/result.json)")
     runs = list(exp.config["runs"])
-    order = sorted(exp.replicas, key=lambda n: (runs.index(exp.replicas[n].group) if exp.replicas[n].group in runs
-                                                else len(runs), exp.replicas[n].seed or 0))
-    return Experiment(exp.plan, exp.old, {n: exp.replicas[n] for n in order},
-                      [n for n in exp.missing if n not in exp.replicas])
+    order = sorted(replicas, key=lambda n: (runs.index(replicas[n].group) if replicas[n].group in runs else len(runs),
+                                            replicas[n].seed or 0))
+    return Experiment(exp.plan, exp.old, {n: replicas[n] for n in order},
+                      [n for n in exp.missing if n not in replicas])
 
 
 def _load_one(root: Path) -> Experiment:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
-from mmt_upgrade.core.significance import N_SAMPLES, seed_spread
+from mmt_upgrade.core.significance import METRICS, N_SAMPLES, seed_spread
 from mmt_upgrade.pipeline.records import REPORT, CurvePoint, format_field
 from mmt_upgrade.pipeline.report.compute import iso_quality
 from mmt_upgrade.pipeline.report.load import OLD, Experiment, Replica
@@ -12,7 +12,6 @@ from mmt_upgrade.pipeline.report.significance import Significance
 
 VERSION = 2
 GROUPS = ("new", "old", "all")
-METRICS = ("chrfpp", "bleu")
 KD_FIGURES = ("loss", "ce_loss", "kd_loss", "nll_loss", "kd_share", "kd_aligned")
 
 
@@ -97,7 +96,9 @@ def kd_stats(r: Replica) -> list[dict[str, float]]:
 
 def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES, sig: Significance | None = None
                          ) -> dict[str, Any]:
-    """report.json (`report/2`, fields in docs/results.md)."""
+    """report.json (`report/2`, fields in docs/results.md). `sig`: a `Significance` already holding sentence
+    statistics (its resample count then replaces `n_samples`)."""
+    sig = sig or Significance(exp, n_samples)
     old_point = exp.old.final
     old = old_chrfpp(old_point)
     groups = exp.groups()
@@ -118,13 +119,13 @@ def summarize_experiment(exp: Experiment, n_samples: int = N_SAMPLES, sig: Signi
                           "beam": old_point.beam, "baselines": _baselines(old_point)},
             "runs": rows, "groups": {g: group_row(rs, rows) for g, rs in groups.items()},
             "references": {"scratch": exp.first("scratch"), "continue": cont},
-            "comparisons": comparisons(exp, sig or Significance(exp, n_samples)), "iso_quality": iso_quality(exp),
+            "comparisons": comparisons(exp, sig), "iso_quality": iso_quality(exp),
             "sweep": {"runs": sweep, "chosen": chosen, "rule": "highest dev chrF++ on all directions (then "
                                                              "the old ones)"},
             "distillation": {n: kd_stats(r) for n, r in exp.replicas.items() if kd_stats(r)},
             "baselines": {n: _baselines(exp.replicas[n].final) for n in on_eval[:1]},
             "curves": {n: [p.to_json() for p in r.result.curve] for n, r in exp.replicas.items()},
-            "n_samples": n_samples, "eval": exp.config["evaluate"], "missing_runs": exp.missing}
+            "n_samples": sig.n_samples, "eval": exp.config["evaluate"], "missing_runs": exp.missing}
 
 
 def _baselines(point: CurvePoint) -> dict[str, dict[str, float]]:
