@@ -125,6 +125,18 @@ def test_the_comparisons_the_report_states(tmp_path):
         ("forgetting-vs-old-model", "continue", "old_model", ("old",))]
 
 
+def test_a_step_over_runs_not_run_is_labelled_as_several(tmp_path):
+    exp = write_experiment(tmp_path)
+    plan = json.loads(exp.plan.read_text())
+    plan["config"]["runs"].update({"+upsample": {"start": "upgrade", "base": "naive", "ablation": ""},
+                                   "full": {**plan["config"]["runs"]["full"], "base": "+upsample"}})
+    write_json_atomic(exp.plan, plan)
+    loaded = load_experiment(exp.root)
+    assert plan_comparisons(loaded)[0] == ("steps", "full", "naive", ("new", "old", "all"))
+    md = markdown(summarize_experiment(loaded, n_samples=50), "hand")
+    assert "(c) cumulative steps (ladder runs between not run) `full` − `naive`, new: " in md
+
+
 def test_replicas_are_paired_by_seed(tmp_path):
     groups = load_experiment(write_experiment(tmp_path).root).groups()
     assert [(a.name, b.name) for a, b in seed_pairs(groups["full"], groups["naive"])] == [

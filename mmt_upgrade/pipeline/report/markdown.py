@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-LABEL = {"step": "cumulative step", "leave-one-out": "leave-one-out", "variant": "variant",
+LABEL = {"step": "cumulative step", "steps": "cumulative steps (ladder runs between not run)",
+         "leave-one-out": "leave-one-out", "variant": "variant",
          "full-vs-naive": "full vs naive", "forgetting-vs-continue": "forgetting vs continue",
          "forgetting-vs-old-model": "forgetting vs the old model"}
 
@@ -73,7 +74,7 @@ def headline(s: Mapping[str, Any]) -> list[str]:
     if c:
         lines.append(f"- (b) `continue` against the old model (what more training alone gives): {interval(c)}.")
     for c in s["comparisons"]:
-        if c["kind"] in ("step", "leave-one-out", "variant", "full-vs-naive") and c["metric"] == "chrfpp" \
+        if c["kind"] in ("step", "steps", "leave-one-out", "variant", "full-vs-naive") and c["metric"] == "chrfpp" \
                 and c["group"] in ("new", "old"):
             lines.append(f"- (c) {LABEL[c['kind']]} `{c['a']}` − `{c['b']}`, {c['group']}: {interval(c)}.")
     return lines + sweep_headline(s)

@@ -49,18 +49,20 @@ def group_row(reps: list[Replica], rows: dict[str, dict[str, Any]]) -> dict[str,
 
 
 def plan_comparisons(exp: Experiment) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """(kind, a, b, groups): the report states a minus b. Ladder steps and variants against their base,
+    """(kind, a, b, groups): the report states a minus b. Ladder steps and variants against their base
+    (`steps` where runs between them were not run: several techniques at once),
     leave-one-out as the base minus the run (what the left-out technique adds), full against naive, every
     upgraded run against `continue` and the old model on the old directions (forgetting)."""
     groups, specs = exp.groups(), exp.config["runs"]
     main = [g for g, rs in groups.items() if rs[0].split == exp.eval_split]
     out = []
     for g in main:
-        base = groups[g][0].base
+        base, skipped = groups[g][0].base, False
         while base and base not in groups:  # a step of the ladder that was not run: the one below it
-            base = specs.get(base, {}).get("base")
+            base, skipped = specs.get(base, {}).get("base"), True
         if base:
             kind = groups[g][0].ablation or "step"
+            kind = "steps" if kind == "step" and skipped else kind  # bundles the techniques of the missing runs
             out.append((kind, base, g, GROUPS) if kind == "leave-one-out" else (kind, g, base, GROUPS))
     stated = {(a, b) for _, a, b, _ in out}  # a ladder with gaps already steps from full down to naive
     if "full" in groups and "naive" in groups and ("full", "naive") not in stated:
