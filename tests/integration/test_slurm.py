@@ -93,6 +93,7 @@ def slurm_cluster(tmp_path_factory) -> Iterator[dict[str, str]]:
             time.sleep(0.5)
         yield env
     finally:
+        _drain(env)
         for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
             pid = d / pid_file
             if pid.exists():
@@ -170,6 +171,18 @@ def test_a_two_task_slurm_job_trains_data_parallel_and_rank_0_reports(ddp_refere
     assert "distributed init (rank 1): tcp://127.0.0.1:" in logs[1], logs[1][-3000:]
     text = plan.train_files.train_log.read_text()
     assert "'distributed_world_size': 2" in text and "num_updates=24" in text
+
+
+def _drain(env: dict[str, str], wait_s: float = 120) -> None:
+    """Cancel what is left and wait until the queue is empty (completing jobs included): daemons stopped under a
+    job that is still ending leave its batch script and sruns behind, waiting for steps nobody runs any more."""
+    subprocess.run(["scancel", "--partition", "test"], env=env, capture_output=True)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True)
+        if queue.returncode != 0 or not queue.stdout.strip():
+            return
+        time.sleep(0.5)
 
 
 def _start_once_requeued(job_id: str, env: dict[str, str], wait_s: float = 120) -> None:
