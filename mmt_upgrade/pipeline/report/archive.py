@@ -4,9 +4,10 @@ An experiment directory keeps checkpoints, translations and references; none of 
 outlive the machine. The archive (`<report dir>/archive/`) keeps the small records — plan.json, the old
 model's and every finished run's result.json — and, beside each result, the final's per-sentence
 sufficient statistics of chrF++ and BLEU (`sentence_stats.npz`: integer counts, no words; about 0.45 MB per
-run of 12 directions x 1,137 sentences), from which the paired bootstrap runs exactly as from the text. The archive is itself an experiment directory for
-`load_experiment`, so a later sitting's runs (on a new machine, with the old model retrained) are reported
-together with it: `mmt-upgrade report runs/experiments/NAME results/NAME/archive --out results/NAME`.
+run of 12 directions x 1,137 sentences), from which the paired bootstrap runs exactly as from the text.
+The archive is itself an experiment directory for `load_experiment`, so a later sitting's runs (on a new
+machine, with the old model retrained) are reported together with it:
+`mmt-upgrade report runs/experiments/NAME results/NAME/archive --out results/NAME`.
 """
 from __future__ import annotations
 
